@@ -32,7 +32,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['medssl', 'medssl.*']),
     include_package_data=True,
-    package_data={'medssl': ['data/*.csv', 'data/*/*.csv']},
+    package_data={'medssl': ['data/*.csv', 'data/*/*.csv', 'data/*/*.md']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + min_python,

@@ -1,0 +1,91 @@
+"medssl replicate: papermill runner, resume, failures, unknown parameters, and the HTML report in a real browser."
+import http.server, json, os, shutil, socketserver, subprocess, sys, threading
+from functools import partial
+from pathlib import Path
+import nbformat, pytest
+from medssl.replicate import replicate, PAPERS, write_report, ReplicationError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def fake_nb(d, name, body):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\nout_dir = None\nn = 1", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, str(Path(d)/f"{name}.ipynb"))
+
+OK = """import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt, pandas as pd
+from medssl.replicate import *
+cfg, out = start_run(PAPER, profile, {'smoke': {'n': 1}, 'cpu': {'n': 2}, 'paper': {'n': 3}}, out_dir=out_dir, n=n)
+fig, ax = plt.subplots(); ax.plot([0, cfg['n']]); save_figure(fig, out, 'fig1')
+res = pd.DataFrame([dict(zip(RESULT_COLUMNS, [PAPER, 'fig1', 'auc', 'x', 0.7, 0.6, 0.8, 0.8, None, None]))])
+finish_run(out, res, [claim(PAPER, 'c', 0.1, 0.05, (0.05, 0.15), (0.01, 0.09))], cfg)"""
+
+@pytest.fixture
+def fake_papers(tmp_path, monkeypatch):
+    nbdir = tmp_path/"nbs"; nbdir.mkdir()
+    fake_nb(nbdir, "moco_cxr", OK.replace("PAPER", "'moco_cxr'"))
+    fake_nb(nbdir, "reports", OK.replace("PAPER", "'reports'"))
+    fake_nb(nbdir, "big_ssl", "x = 1\nraise ValueError('boom')")
+    monkeypatch.setenv("MEDSSL_NOTEBOOKS", str(nbdir))
+    return tmp_path
+
+def test_run_resume_force(fake_papers):
+    out = fake_papers/"out"
+    st = replicate(["moco_cxr", "reports"], profile="smoke", out=out, progress=False)
+    assert st.status.tolist() == ["ran", "ran"]
+    for p in ["moco_cxr", "reports"]:
+        for f in ["executed.ipynb", "results.csv", "claims.csv", "run.json", "params.json", "figures/fig1.png"]: assert (out/p/f).exists(), (p, f)
+    assert replicate(["moco_cxr"], profile="smoke", out=out, progress=False).status.tolist() == ["skipped (up to date)"]
+    assert replicate(["moco_cxr"], profile="smoke", params={"n": 2}, out=out, progress=False).status.tolist() == ["ran"]
+    assert replicate(["moco_cxr"], profile="smoke", params={"n": 2}, out=out, progress=False, force=True).status.tolist() == ["ran"]
+    assert json.loads((out/"moco_cxr"/"params.json").read_text())["n"] == 2
+
+def test_failure_names_notebook_and_cell_and_leaves_nothing(fake_papers):
+    out = fake_papers/"out"
+    with pytest.raises(ReplicationError, match=r"big_ssl.ipynb failed in cell \[3\] `x = 1` \(ValueError: boom\)"):
+        replicate(["big_ssl"], profile="smoke", out=out, progress=False)
+    assert not (out/"big_ssl").exists() and (out/"big_ssl.failed.ipynb").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+def test_cli_exit_codes(fake_papers):
+    env = {**os.environ}
+    r = subprocess.run(["medssl", "replicate", "--paper", "big_ssl", "--profile", "smoke", "--out", str(fake_papers/"o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "big_ssl.ipynb failed in cell" in r.stderr
+    r = subprocess.run(["medssl", "replicate", "--paper", "moco_cxr", "--profile", "smoke", "-p", "lr=0.1", "--out", str(fake_papers/"o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "no parameter(s) ['lr']" in r.stderr
+    r = subprocess.run(["medssl", "replicate", "--paper", "nope"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+def _chromium():
+    for c in ["chromium", "chromium-browser", "google-chrome"]:
+        if shutil.which(c): return shutil.which(c)
+
+def check_report_in_browser(out: Path, n_figures: int):
+    "Serve `out` on 127.0.0.1, open report.html in headless Chromium, and check every image loaded and the scorecard exists."
+    exe = _chromium()
+    if exe is None: pytest.skip("chromium is not installed (.ci/run installs it)")
+    (out/"_check.html").write_text("""<!doctype html><html><body><div id=result>pending</div>
+<iframe id=f src="report.html" width=1200 height=800></iframe><script>
+document.getElementById('f').onload = () => { const d = document.getElementById('f').contentDocument;
+ const imgs = [...d.images]; const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+ document.getElementById('result').textContent = `images=${imgs.length} loaded=${ok} scorecard=${d.querySelectorAll('#scorecard table').length}`; };
+</script></body></html>""")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{srv.server_address[1]}/_check.html"
+        r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                            "--no-first-run", "--disable-sync", f"--user-data-dir={out/'_chrome'}", "--virtual-time-budget=10000", "--dump-dom", url],
+                           capture_output=True, text=True, timeout=120)
+        srv.shutdown()
+    import re
+    m = re.search(r"images=(\d+) loaded=(\d+) scorecard=(\d+)", r.stdout)
+    assert m, f"report check did not run: {r.stdout[-2000:]} {r.stderr[-2000:]}"
+    images, loaded, scorecard = map(int, m.groups())
+    assert images == n_figures and loaded == images and scorecard == 1, m.group(0)
+
+def test_report_opens_in_browser(fake_papers):
+    out = fake_papers/"out"
+    replicate(["moco_cxr", "reports"], profile="smoke", out=out, progress=False)
+    check_report_in_browser(out, n_figures=2)
+    assert "2/2 claims reproduce in direction" in (out/"report.md").read_text()
