@@ -10,8 +10,8 @@ import medssl
 # %% auto #0
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
-# %% ../nbs/15_cli.ipynb #79e740eb
-COMMAND_MODULES: list[str] = ["medssl.phantom", "medssl.replicate"]
+# %% ../nbs/15_cli.ipynb #234089f8
+COMMAND_MODULES: list[str] = ["medssl.phantom", "medssl.pretrain", "medssl.replicate"]
 
 def build_parser() -> argparse.ArgumentParser:
     "The `medssl` argument parser with every registered subcommand."

@@ -12,9 +12,9 @@ import medssl
 from .core import atomic_write, atomic_dir, cache_key, resolve_profile, PROFILES
 
 # %% auto #0
-__all__ = ['PAPERS', 'DATA', 'CLAIM_COLUMNS', 'RESULT_COLUMNS', 'paper_table', 'claim', 'start_run', 'save_figure', 'save_table',
-           'finish_run', 'notebooks_dir', 'notebook_parameters', 'parse_params', 'ReplicationError', 'replicate',
-           'scorecard', 'write_report', 'add_cli']
+__all__ = ['PAPERS', 'DATA', 'CLAIM_COLUMNS', 'RESULT_COLUMNS', 'paper_table', 'claim', 'under_test', 'start_run', 'save_figure',
+           'save_table', 'finish_run', 'notebooks_dir', 'notebook_parameters', 'parse_params', 'ReplicationError',
+           'replicate', 'scorecard', 'write_report', 'add_cli']
 
 # %% ../nbs/14_replicate.ipynb #7994a800
 PAPERS = {
@@ -34,7 +34,7 @@ def paper_table(name: str) -> pd.DataFrame:
         raise ValueError(f"no published table {name!r}; known tables: {known}")
     return pd.read_csv(p)
 
-# %% ../nbs/14_replicate.ipynb #192ec5dd
+# %% ../nbs/14_replicate.ipynb #0398280f
 CLAIM_COLUMNS = ["paper", "claim", "paper_effect", "paper_ci_low", "paper_ci_high", "ours_effect", "ours_ci_low", "ours_ci_high",
                  "direction_agrees", "significance_agrees", "note"]
 
@@ -47,12 +47,16 @@ def claim(paper: str, text: str, paper_effect: float, ours_effect: float, paper_
     "One row of a claims table: did the sign of the effect, and its significance, reproduce?"
     if paper not in PAPERS: raise ValueError(f"unknown paper {paper!r}; one of {list(PAPERS)}")
     pl, ph = (float(v) for v in paper_ci); ol, oh = (float(v) for v in ours_ci)
-    direction = bool(np.sign(paper_effect) == np.sign(ours_effect)) if not np.isnan(ours_effect) else False
+    direction = None if np.isnan(paper_effect) else (bool(np.sign(paper_effect) == np.sign(ours_effect)) if not np.isnan(ours_effect) else False)
     ps, os_ = _sig(pl, ph), _sig(ol, oh)
     significance = bool(ps == os_) if not (np.isnan(ps) or np.isnan(os_)) else None
     return dict(zip(CLAIM_COLUMNS, [paper, text, float(paper_effect), pl, ph, float(ours_effect), ol, oh, direction, significance, note]))
 
-# %% ../nbs/14_replicate.ipynb #a65e821b
+# %% ../nbs/14_replicate.ipynb #63e00f09
+def under_test() -> bool:
+    "True inside `nbdev_test`, which runs every replication notebook at `smoke` size."
+    return os.environ.get("IN_TEST") == "1"
+
 def start_run(paper: str, profile: str, table: dict, out_dir: str | Path | None = None, **given) -> tuple[dict, Path]:
     "Resolve `profile` defaults from `table` (explicit `given` win); make `out_dir/figures`; return (config, out_dir)."
     if paper not in PAPERS: raise ValueError(f"unknown paper {paper!r}; one of {list(PAPERS)}")
@@ -195,11 +199,11 @@ def _md_table(df: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
-# %% ../nbs/14_replicate.ipynb #dedac551
+# %% ../nbs/14_replicate.ipynb #72c27a04
 def write_report(out: str | Path, status: pd.DataFrame | None = None, params: dict | None = None) -> Path:
     "Write `report.html` and `report.md` for the replications found in `out`; return the HTML path."
     out = Path(out); sc = scorecard(out); v = _versions()
-    summary = (f"{int(sc.direction_agrees.sum())}/{len(sc)} claims reproduce in direction; "
+    summary = (f"{int((sc.direction_agrees == True).sum())}/{int(sc.direction_agrees.notna().sum())} claims reproduce in direction; "
                f"{int((sc.significance_agrees == True).sum())}/{int(sc.significance_agrees.notna().sum())} in significance") if len(sc) else "no claims found"
     h = [f"<h1>medssl replication report</h1><p>{html.escape(datetime.datetime.now().isoformat(timespec='seconds'))} · "
          + " · ".join(f"{k} {html.escape(str(x))}" for k, x in v.items()) + "</p>",

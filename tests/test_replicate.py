@@ -89,3 +89,23 @@ def test_report_opens_in_browser(fake_papers):
     replicate(["moco_cxr", "reports"], profile="smoke", out=out, progress=False)
     check_report_in_browser(out, n_figures=2)
     assert "2/2 claims reproduce in direction" in (out/"report.md").read_text()
+
+REAL_NOTEBOOKS = sorted(p.stem for p in (ROOT/"nbs"/"replications").glob("*.ipynb"))
+
+@pytest.mark.skipif(len(REAL_NOTEBOOKS) < 5, reason="not all five replication notebooks exist yet")
+def test_smoke_suite_all_five(tmp_path, monkeypatch):
+    "`medssl replicate --profile smoke` runs every paper's notebook and writes every expected file and a report that opens."
+    monkeypatch.delenv("MEDSSL_NOTEBOOKS", raising=False)
+    out = tmp_path/"out"
+    r = subprocess.run(["medssl", "replicate", "--profile", "smoke", "--out", str(out)], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    n_fig = 0
+    for paper in PAPERS:
+        d = out/paper
+        for f in ["executed.ipynb", "results.csv", "claims.csv", "run.json", "params.json"]: assert (d/f).exists(), (paper, f)
+        run = json.loads((d/"run.json").read_text())
+        assert run["figures"], f"{paper} wrote no figure"
+        n_fig += len(run["figures"])
+        import pandas as pd
+        assert len(pd.read_csv(d/"claims.csv")) > 0 and len(pd.read_csv(d/"results.csv")) > 0, paper
+    check_report_in_browser(out, n_figures=n_fig)

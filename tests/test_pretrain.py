@@ -1,0 +1,125 @@
+"Tests of medssl.pretrain: exact resume, caching, DDP equivalence (2 gloo processes), export, CLI."
+import os, subprocess, sys, textwrap
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+CASE = textwrap.dedent('''
+    "A tiny dataset and a norm-free backbone shared by the single-process and the torchrun runs."
+    import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+    from medssl.pretrain import pretrain
+
+    class TinyDS(torch.utils.data.Dataset):
+        def __init__(self, n=16, size=32, seed=0):
+            g = torch.Generator().manual_seed(seed)
+            self.images = torch.rand(n, 1, size, size, generator=g)
+            self.labels = (torch.rand(n, 3, generator=g) > .5).float().numpy()
+            self.patients = np.array([f"p{i // 2}" for i in range(n)])
+            self.pathologies = ["a", "b", "c"]
+            self.texts = [f"{'effusion' if l[0] else 'clear'} lungs {'big' if l[1] else 'normal'} heart" for l in self.labels]
+        def __len__(self): return len(self.images)
+        def __getitem__(self, i):
+            return dict(image=self.images[i], labels=torch.from_numpy(self.labels[i]), text=self.texts[i],
+                        patient=self.patients[i], study=f"s{i}", view="PA", index=i)
+
+    class NormFree(nn.Module):
+        "No BatchNorm: per-process BN statistics are the one thing DDP on CPU cannot make equal."
+        def __init__(self):
+            super().__init__(); torch.manual_seed(0)
+            self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1); self.num_features = 16
+        def forward_features(self, x): return F.relu(self.conv2(F.relu(self.conv1(x)))).mean((2, 3))
+        def forward(self, x): return self.forward_features(x)
+
+    KW = dict(moco_v2=dict(K=24, m=0.99), clip=dict(text_kw=dict(dropout=0.0, dim=16, heads=2, depth=1)))
+
+    def run(method, out_dir):
+        return pretrain(method, TinyDS(), backbone=NormFree(), image_size=32, epochs=1, batch_size=8, lr=0.1,
+                        device="cpu", out_dir=out_dir, progress=False, **KW[method])
+''')
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("case")
+    (d/"ddp_case.py").write_text(CASE)
+    sys.path.insert(0, str(d))
+    import ddp_case
+    yield d, ddp_case
+    sys.path.remove(str(d))
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch): monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path/"cache"))
+
+def _sd(path): return torch.load(path, weights_only=True)
+
+def test_resume_equals_uninterrupted(case, tmp_path):
+    _, c = case
+    from medssl.pretrain import pretrain
+    from medssl.models import backbone
+    bb = backbone("cxrnet", width=0.25)  # with BatchNorm: single-process resume must still be exact
+    kw = dict(backbone=bb, image_size=32, epochs=3, batch_size=8, lr=0.05, progress=False, K=20, device="cpu")
+    full = pretrain("moco_v2", c.TinyDS(24), out_dir=tmp_path/"full", **kw)
+    part = pretrain("moco_v2", c.TinyDS(24), out_dir=tmp_path/"part", stop_after=1, **kw)
+    assert not (tmp_path/"part"/"result.json").exists() and len(part.metrics) == 1
+    res = pretrain("moco_v2", c.TinyDS(24), out_dir=tmp_path/"part", **kw)
+    assert not res.reused and len(res.metrics) == 3
+    a, b = _sd(full.backbone_path), _sd(res.backbone_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)      # bitwise
+    ca, cb = (torch.load(r.checkpoint_path, weights_only=True) for r in (full, res))
+    assert all(torch.equal(ca["method"][k], cb["method"][k]) for k in ca["method"])  # queue, key encoder, heads
+    np.testing.assert_array_equal(full.metrics.loss, res.metrics.loss)
+    other = pretrain("moco_v2", c.TinyDS(24), out_dir=tmp_path/"other", **{**kw, "seed": 1})
+    assert not torch.equal(_sd(other.backbone_path)["conv1.weight"], a["conv1.weight"])  # the test can fail
+
+def test_cache_reuse_and_key(case):
+    _, c = case
+    from medssl.pretrain import pretrain
+    from medssl.models import backbone
+    kw = dict(backbone="cxrnet", image_size=32, epochs=1, batch_size=8, progress=False, K=16, device="cpu")
+    r1 = pretrain("moco_v2", c.TinyDS(16), **kw)
+    r2 = pretrain("moco_v2", c.TinyDS(16), **kw)
+    assert r2.reused and r2.key == r1.key and r2.run_dir == r1.run_dir
+    r3 = pretrain("moco_v2", c.TinyDS(16), **{**kw, "K": 8})
+    assert r3.key != r1.key and not r3.reused
+    m = backbone("cxrnet", init=r1.backbone_path)                 # backbone-only export loads straight back
+    sd = _sd(r1.backbone_path)
+    assert all(torch.equal(m.state_dict()[k], sd[k]) for k in sd)
+    assert not any(k.startswith(("encoder_", "head", "queue", "fc.")) for k in sd)
+    assert list(r1.metrics.columns)[:3] == ["epoch", "step", "lr"] and "loss" in r1.metrics
+
+def test_bad_arguments(case):
+    _, c = case
+    from medssl.pretrain import pretrain
+    with pytest.raises(ValueError, match="unknown method"): pretrain("byol", c.TinyDS(), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"): pretrain("simclr", c.TinyDS(), epochs=0)
+    with pytest.raises(ValueError, match="no hyper-parameter"): pretrain("simclr", c.TinyDS(), epochs=1, K=3, progress=False)
+    with pytest.raises(ValueError, match="smaller than one batch"): pretrain("simclr", c.TinyDS(), epochs=1, batch_size=64, progress=False)
+
+def test_ddp_two_processes_match_single(case, tmp_path):
+    "torchrun, 2 gloo processes, global batch 8 (4 per process) vs one process with batch 8: MoCo v2 and CLIP."
+    d, c = case
+    methods = ["moco_v2", "clip"]
+    script = d/"ddp_run.py"
+    script.write_text("import ddp_case\n" + "".join(f"ddp_case.run({m!r}, {str(tmp_path/('ddp_' + m))!r})\n" for m in methods))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    singles = {m: c.run(m, tmp_path/("single_" + m)) for m in methods}   # meanwhile, the one-process runs
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    for m, single in singles.items():
+        a, b = _sd(single.backbone_path), _sd(tmp_path/("ddp_" + m)/"backbone.pt")
+        assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5, m
+        np.testing.assert_allclose(pd.read_csv(tmp_path/("ddp_" + m)/"metrics.csv").loss, single.metrics.loss, rtol=1e-5)
+        ca = torch.load(single.checkpoint_path, weights_only=True)["method"]
+        cb = torch.load(tmp_path/("ddp_" + m)/"checkpoint.pt", weights_only=True)["method"]
+        assert all(torch.allclose(ca[k].float(), cb[k].float(), atol=1e-5) for k in ca), m  # incl. MoCo's queue and key encoder
+
+def test_cli_parses_and_registers():
+    import argparse
+    from medssl.pretrain import add_cli, run_cli, parse_sets
+    sub = argparse.ArgumentParser().add_subparsers()
+    a = add_cli(sub).parse_args(["--method", "ssl+clip", "--data", "x", "--set", "ssl=vicreg", "c=0.5"])
+    assert a.func is run_cli and parse_sets(a.set) == {"ssl": "vicreg", "c": 0.5}
