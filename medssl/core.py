@@ -77,7 +77,7 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
-# %% ../nbs/00_core.ipynb #5ae16f6e
+# %% ../nbs/00_core.ipynb #9b6479fb
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = False):
     "Yield a temporary folder beside `path`; on success rename it to `path` (visible only when complete)."
@@ -86,7 +86,10 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
-        if path.exists(): shutil.rmtree(path)
+        if path.exists():
+            # another process finished the same entry first: keep its copy (readers may be using it)
+            if not overwrite: raise FileExistsError(f"{path} already exists (written concurrently)")
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

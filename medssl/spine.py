@@ -421,5 +421,7 @@ def write_vindr_spine(root, n_images=1000, size=128, seed=0, test_frac=0.2, diff
 def spine_root(n_images=1000, size=128, seed=0, progress=True, **kwargs):
     "Path of a cached VinDr-SpineXR look-alike with these parameters (written on first use) under `cache_dir('phantom')`."
     root = cache_dir("phantom") / f"vindr-spine-{cache_key('vindr-spine-v1', n_images=n_images, size=size, seed=seed, **kwargs)}"
-    if not root.exists(): write_vindr_spine(root, n_images, size, seed, progress=progress, **kwargs)
+    if not root.exists():
+        try: write_vindr_spine(root, n_images, size, seed, progress=progress, **kwargs)
+        except FileExistsError: pass   # another process finished the same entry first
     return root
