@@ -34,7 +34,7 @@ def test_torch_requirements_accept_local_build():
         assert reqs[name].specifier.contains(v), (name, v, reqs[name])
 
 def test_version_cli():
-    r = run([sys.executable, "-m", "medssl.cli", "--version"]) if False else run(["medssl", "--version"])
+    r = run(["medssl", "--version"])
     assert r.stdout.strip() == f"medssl {medssl.__version__}"
 
 def test_cli_unknown_command_fails():
@@ -99,8 +99,7 @@ def test_docs_site_pages_and_sidebar(tmp_path):
     for rel in notebooks: assert (proc/rel).exists(), f"no docs page for {rel}"
     assert (proc/"_quarto.yml").read_text() == (ROOT/"_quarto.yml").read_text()
     sidebar = (tmp_path/"nbs"/"sidebar.yml").read_text()
-    entries = re.findall(r"^\s*- (\S+\.ipynb)\s*$", sidebar, re.M)
-    listed = [e for e in entries]
+    listed = re.findall(r"^\s*- (\S+\.ipynb)\s*$", sidebar, re.M)
     for rel in notebooks:
         if rel.name != "index.ipynb": assert str(rel) in listed, f"{rel} missing from sidebar"
     for folder in ["", "tutorials/", "replications/"]:
