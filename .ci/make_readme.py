@@ -4,6 +4,7 @@
 `nbdev_readme` needs the Quarto binary, which cannot be installed on the project's machines.
 This script does the same job for the cells the README uses: markdown cells verbatim, visible
 code cells as fenced Python with their text outputs, PNG outputs saved under `index_files/`.
+Relative links (written for the docs site, relative to nbs/) get an `nbs/` prefix.
 Cells carrying `#| hide` are dropped, and nbdev directives (`#| ...`) are stripped, as nbdev does.
 Run from the repository root: `python .ci/make_readme.py` (`--check` exits 1 if README.md is stale).
 """
@@ -11,6 +12,7 @@ import base64, json, re, sys
 from pathlib import Path
 
 DIRECTIVE = re.compile(r'^\s*#\s*\|\s*(.*)$')
+LINK = re.compile(r'\]\((?!https?:|#|/|mailto:)([^)\s]+)\)')   # relative to nbs/ in the notebook
 
 def _directives(src):
     return [m.group(1).strip() for l in src.splitlines() if (m := DIRECTIVE.match(l))]
@@ -23,7 +25,7 @@ def render(nb_path=Path('nbs/index.ipynb'), files_dir=Path('index_files')):
         dirs = _directives(src)
         if any(d.split()[0] in ('hide', 'exporti', 'export') for d in dirs if d): continue
         if cell['cell_type'] == 'markdown':
-            out.append(src.strip()); continue
+            out.append(LINK.sub(r'](nbs/\1)', src.strip())); continue
         code = '\n'.join(l for l in src.splitlines() if not DIRECTIVE.match(l)).strip()
         show_code = not any(d.startswith('echo: false') or d == 'echo:false' for d in dirs)
         if code and show_code: out.append(f'```python\n{code}\n```')

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_phantom.ipynb #6236b301
 from __future__ import annotations
-import argparse, functools, gzip, io, json, os, shutil, tempfile, time
+import argparse, contextlib, functools, gzip, io, itertools, json, os, shutil, tempfile, time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -297,11 +298,11 @@ def _findings(P, A, U, V, aU, lung, r, d, e, T1, T2):
         A[idx] += .22 * _c(Q["k"]) * _ramp(1.2 * ee - np.abs(r[idx] - (1 - depth)) * .15, ee) * lg * up
     idx, Q, u, v, au, lg, ee = sub("ede")              # edema: bat-wing haze, Kerley B lines
     if len(idx):
-        amp = _c(_sev(Q, "ede", (.13, .21, .3))) * _c(Q["k"])
+        amp = _c(_sev(Q, "ede", (.08, .14, .22))) * _c(Q["k"])
         haze = np.clip(1 - ((au - .2) / .38) ** 2 - (v / .45) ** 2, 0, 1)
         kerley = np.clip(1 - np.abs(_frac(v / .035) - .5) * 4, 0, 1) * _ramp(au - .5, .06) * _ramp(v - .05, .1)
         A[idx] += amp * lg * (haze + .6 * kerley + .5 * _ramp(.18 - np.abs(T1[idx]), .15))
-    for key, amp0, air in (("con", .5, .2), ("pna", .35, 0.)):   # consolidation (air bronchograms), pneumonia (patchy)
+    for key, amp0, air in (("con", .7, .2), ("pna", .35, 0.)):   # consolidation (air bronchograms), pneumonia (patchy)
         idx, Q, u, v, au, lg, ee = sub(key)
         if not len(idx): continue
         rad = _c(_sev(Q, key, (.08, .12, .17) if key == "con" else (.12, .16, .2)))
@@ -326,7 +327,7 @@ def _findings(P, A, U, V, aU, lung, r, d, e, T1, T2):
         b, r2 = _blob(au, v, _c(Q["tb_u"]), _c(Q["tb_v"]), rad, rad * .8, 0, ee)
         b = b * _sidemask(u, Q["tb_side"], ee)
         cav = _c(Q["sev_tb"] >= 2) * np.clip(1 - r2 / .15, 0, 1)
-        A[idx] += _c(Q["k"]) * .4 * b * np.clip(.5 + T2[idx], 0, 1) * lg - .3 * cav * b * lg
+        A[idx] += _c(Q["k"]) * .6 * b * np.clip(.5 + T2[idx], 0, 1) * lg - .3 * cav * b * lg
     idx, Q, u, v, au, lg, ee = sub("plo")              # pleural thickening along the lateral wall
     if len(idx):
         A[idx] += _c(Q["k"]) * .25 * _ramp(r[idx] - .82, .1) * lg * _sidemask(u, Q["plo_side"], ee)
@@ -360,7 +361,7 @@ def _lateral(P, U, V, e, T1, T2):
     A += _c(P["sev_eff"] > 0) * k * _AIR * .9 * lung * _ramp(V - (d - h - 1.5 * h * np.clip(U - .1, 0, None)), 3 * e)
     A += k * _c(_sev(P, "ede", (.13, .21, .3))) * lung * np.clip(1 - (U / .4) ** 2 - (V / .45) ** 2, 0, 1)
     for key, amp, rad in (("con", .5, (.08, .12, .17)), ("pna", .35, (.12, .16, .2)), ("nod", .5, (.035, .045, .065)),
-                          ("atl", .42, (.13, .18, .24)), ("tb", .4, (.1, .14, .18))):
+                          ("atl", .42, (.13, .18, .24)), ("tb", .6, (.1, .14, .18))):
         r = np.maximum(_c(_sev(P, key, rad)), 2.2 * e)
         b, _ = _blob(U, V, _c(P["lat_w"]), _c(P[f"{key}_v"] if key != "atl" else P["atl_v"]), r,
                      r * (.2 if key == "atl" else 1), 0, e)
@@ -408,6 +409,23 @@ def _burn_marker(I, P, size):
 # %% ../nbs/01_phantom.ipynb #4655bb11
 MASKS = ["Left Lung", "Right Lung", "Heart", "Pneumothorax"]
 
+def _workers(workers):
+    "Number of rendering processes: `workers`, else $MEDSSL_WORKERS, else 1."
+    w = workers if workers is not None else os.environ.get("MEDSSL_WORKERS", "1")
+    try: w = int(w)
+    except (TypeError, ValueError): w = 0
+    if w < 1: raise ValueError(f"workers (or $MEDSSL_WORKERS) must be a positive int, got {workers if workers is not None else os.environ.get('MEDSSL_WORKERS')!r}")
+    return w
+
+def _mp_context():
+    "fork where the platform has it (workers start in milliseconds), else the platform's default."
+    import multiprocessing as mp
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+
+def _worker_init():
+    "One torch thread per rendering process: a forked child must not enter the OpenMP pool it inherited (it deadlocks)."
+    torch.set_num_threads(1)
+
 def _render_batch(P, size, blur, want_masks):
     "Images (B,H,W) and masks (B,4,H,W) of one batch of cohort rows."
     U, V, px = _body_coords(P, size)
@@ -439,19 +457,27 @@ def render(cohort: pd.DataFrame,   # rows from `sample_cohort`
            size: int = 128,         # output height = width in pixels, 32..1024
            masks: bool = False,     # also return masks (N,4,H,W) uint8 in the order of `MASKS`
            batch: int = 128,        # images rendered together (memory ~ 40 * batch * size^2 bytes)
-           progress: bool = False):
+           progress: bool = False,
+           workers: int | None = None): # processes; None: $MEDSSL_WORKERS or 1 (rows are seeded, so the result is the same)
     "Render every row of `cohort`: float32 images (N,H,W) in [0,1] (and masks)."
     if not isinstance(size, (int, np.integer)) or not 32 <= size <= 1024: raise ValueError(f"size must be an int in 32..1024, got {size!r}")
+    workers = _workers(workers)
     n = len(cohort); imgs = np.zeros((n, size, size), np.float32)
     M = np.zeros((n, 4, size, size), np.uint8) if masks else None
     cols = {c: cohort[c].to_numpy() for c in cohort.columns}
     blur = cohort.attrs.get("blur", .6)
     batch = max(1, min(batch, (2**25) // (size * size)))
-    for i in tqdm(range(0, n, batch), disable=not progress, desc="render"):
-        P = {c: v[i:i + batch] for c, v in cols.items()}
-        im, m = _render_batch(P, size, blur, masks)
-        imgs[i:i + batch] = im
-        if masks: M[i:i + batch] = m
+    if workers > 1: batch = max(8, min(batch, -(-n // (2 * workers))))   # enough batches to keep every worker busy
+    starts = range(0, n, batch)
+    jobs = ({c: v[i:i + batch] for c, v in cols.items()} for i in starts)
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(starts) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_worker_init))
+            done = pool.map(_render_batch, jobs, itertools.repeat(size), itertools.repeat(blur), itertools.repeat(masks))
+        else: done = (_render_batch(P, size, blur, masks) for P in jobs)
+        for i, (im, m) in zip(tqdm(starts, disable=not progress, desc="render"), done):
+            imgs[i:i + batch] = im
+            if masks: M[i:i + batch] = m
     return (imgs, M) if masks else imgs
 
 # %% ../nbs/01_phantom.ipynb #681694ff
@@ -662,7 +688,7 @@ def study_labels(cohort: pd.DataFrame, uncertainty: float = .15, label_noise: fl
     return pd.DataFrame(labels, columns=CHEXPERT_LABELS, index=cohort.index), texts
 
 # %% ../nbs/01_phantom.ipynb #0cfc67a1
-VERSION = "1"   # bump when rendering changes, so cached phantom datasets are rebuilt
+VERSION = "2"   # bump when rendering changes, so cached phantom datasets are rebuilt
 
 def _u8(x): return (np.clip(x, 0, 1) * 255 + .5).astype(np.uint8)
 
@@ -862,6 +888,7 @@ def phantom_root(layout: str, **params) -> Path:
 # %% ../nbs/01_phantom.ipynb #a6e88e3f
 def _cli_write(args) -> int:
     "Run `medssl phantom write`."
+    if args.workers is not None: os.environ["MEDSSL_WORKERS"] = str(_workers(args.workers))  # read by `render`
     kw = dict(n_patients=args.n_patients, size=args.size, seed=args.seed, difficulty=args.difficulty, overwrite=args.overwrite)
     if args.site: kw["site"] = args.site
     out = WRITERS[args.layout](args.out, **kw)
@@ -879,6 +906,7 @@ def add_cli(subparsers):
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--difficulty", type=float, default=.5)
     w.add_argument("--overwrite", action="store_true")
+    w.add_argument("--workers", type=int, default=None, help="rendering processes (default: $MEDSSL_WORKERS or 1)")
     w.add_argument("out")
     w.set_defaults(func=_cli_write)
     return p

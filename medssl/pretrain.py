@@ -102,10 +102,14 @@ class MoCoV2(Method):
                  m: float = 0.999,    # momentum of the key encoder
                  T: float = 0.2,      # softmax temperature
                  mlp: bool = True,    # MoCo v2's 2-layer MLP head (False: MoCo v1 linear head)
-                 views: str | None = "moco_cxr"): # `medssl.augment` pipeline (paper 000's MoCo-CXR views)
+                 views: str | None = "moco_cxr", # `medssl.augment` pipeline (paper 000's MoCo-CXR views)
+                 split_bn: int = 4):  # one process: BN in this many groups, keys shuffled across them (shuffle-BN); 1 = off
         super().__init__(); _record_hparams(self, locals())
+        if not isinstance(split_bn, int) or split_bn < 1: raise ValueError(f"split_bn must be an int >= 1, got {split_bn!r}")
         self.K, self.m, self.T = K, m, T
+        self.split_bn = split_bn if dist_info()[1] == 1 else 1   # under DDP the real cross-process shuffle does the job
         self.encoder_q = nn.Sequential(backbone, models.projection_head("moco_v2" if mlp else "linear", backbone.num_features, out_dim=dim))
+        if self.split_bn > 1: queue.convert_split_bn(self.encoder_q, self.split_bn)  # BN stats per group, as on split_bn GPUs
         self.encoder_k = queue.MomentumEncoder(self.encoder_q, m) # frozen copy, EMA of encoder_q
         self.queue = queue.MemoryQueue(dim, K)                    # ring buffer of keys: K x dim
         self.views = _views(views, image_size)
@@ -120,8 +124,8 @@ def _moco_forward(self: MoCoV2, batch: dict) -> dict:
     q = self.encoder_q(batch["im_q"])                                    # queries: N x dim
     with torch.no_grad():
         self.encoder_k.update(self.encoder_q)                            # θ_k ← m θ_k + (1 − m) θ_q
-        k = F.normalize(queue.shuffled_forward(self.encoder_k, batch["im_k"]) if dist_info()[1] > 1
-                        else self.encoder_k(batch["im_k"]), dim=1)       # keys: N x dim
+        k = F.normalize(queue.shuffled_forward(self.encoder_k, batch["im_k"]) if dist_info()[1] > 1 or self.split_bn > 1
+                        else self.encoder_k(batch["im_k"]), dim=1)       # keys: N x dim, BN groups unlike the queries'
     logits, labels = losses.info_nce_logits(q, k, self.queue(), self.T)  # N x (1+K), zeros
     loss = F.cross_entropy(logits.float(), labels)
     self.queue.dequeue_and_enqueue(concat_all_gather(k))
@@ -451,10 +455,13 @@ def _barrier():
 _LAYOUTS = [("train.csv", "CheXpert"), ("mimic-cxr-2.0.0-metadata.csv.gz", "MIMICCXR"), ("Data_Entry_2017.csv", "NIHChestXray14")]
 
 def resolve_dataset(data, image_size: int | None = None):
-    "A dataset as is; `'<layout>-phantom'` (e.g. `chexpert-phantom`) or a dataset folder opened as its training split."
+    "A dataset as is; `'fractal'`/`'fractal-fine'`; `'<layout>-phantom'` (e.g. `chexpert-phantom`); or a dataset folder (its training split)."
     if not isinstance(data, (str, Path)): return data
     from medssl import datasets, phantom
     spec = str(data)
+    if spec in ("fractal", "fractal-fine"):          # the natural-image proxy (medssl.fractal) behind `init='fractal'`
+        from medssl.fractal import FractalDataset
+        return FractalDataset("coarse" if spec == "fractal" else "fine", size=image_size or 64, progress=False)
     if spec.endswith("-phantom"):
         layout = spec[:-len("-phantom")]
         if layout not in phantom.WRITERS: raise ValueError(f"unknown phantom {spec!r}; choose one of {[k + '-phantom' for k in phantom.WRITERS]}")
@@ -533,6 +540,8 @@ def pretrain(method: str,                 # a name in `METHODS`, or '<ssl>+clip'
              export_to: str | Path | None = None, # also write the backbone here (e.g. `models.fractal_path(...)`)
              **method_kw) -> PretrainResult:
     "Pretrain a backbone with `method` on `dataset`; cached by configuration, resumable, DDP under torchrun."
+    if not isinstance(backbone, str) and str(init) != "random":
+        raise ValueError(f"init={init!r} applies to a named backbone; a module starts from its own weights (load them first)")
     for k_, v in dict(epochs=epochs, batch_size=batch_size, image_size=image_size, ckpt_every=ckpt_every).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k_} must be a positive int, got {v!r}")
     rank, world, dev = init_distributed(device)
@@ -617,6 +626,8 @@ def _add_args(p: argparse.ArgumentParser):
 
 def run_cli(args: argparse.Namespace) -> int:
     "Run `pretrain` from parsed arguments; prints the backbone file; returns the exit code."
+    if args.data in ("fractal", "fractal-fine") and args.method == "supervised" and args.export_to is None:
+        args.export_to = models.fractal_path(args.backbone, args.data)   # where `init='fractal'` looks for it
     r = pretrain(args.method, args.data, backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
                  batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
                  warmup_epochs=args.warmup_epochs, seed=args.seed, device=args.device, out_dir=args.out_dir,
@@ -643,13 +654,14 @@ def main(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/08_pretrain.ipynb #561748b4
 def bench_moco_step(backbone: str = "cxrnet", size: int = 64, batch: int = 32, steps: int = 10, device: str = "auto",
-                    K: int = 4096, repeats: int = 3, warmup: int = 2) -> dict:
+                    K: int = 4096, repeats: int = 3, warmup: int = 2,
+                    split_bn: int = 1) -> dict: # 1: the plain step's work (no BN groups); 4: the default engine cost
     "Images/s of a MoCo v2 step via `medssl.pretrain` vs a plain builder.py-style step; `ratio` = ours / plain."
     dev = pick_device(device); amp_dtype = amp_dtype_for(dev); cl = dev.type == "cuda"
     mf = torch.channels_last if cl else torch.contiguous_format
     x1, x2 = (torch.rand(batch, 1, size, size, device=dev).contiguous(memory_format=mf) for _ in range(2))
     torch.manual_seed(0)
-    ours = MoCoV2(models.backbone(backbone), size, K=K, views=None).to(dev).to(memory_format=mf)
+    ours = MoCoV2(models.backbone(backbone), size, K=K, views=None, split_bn=split_bn).to(dev).to(memory_format=mf)
     opt = make_optimizer(ours.parameters(), "sgd", 0.03)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(10**6))
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
@@ -665,7 +677,7 @@ def bench_moco_step(backbone: str = "cxrnet", size: int = 64, batch: int = 32, s
             t[name].append(timed(step_ours if name == "ours" else step_plain))
     ips = {k: batch / float(np.median(v)) for k, v in t.items()}
     return dict(backbone=backbone, size=size, batch=batch, device=str(dev), ours=ips["ours"], plain=ips["plain"],
-                ratio=ips["ours"] / ips["plain"])
+                split_bn=split_bn, ratio=ips["ours"] / ips["plain"])
 
 # %% ../nbs/08_pretrain.ipynb #a9c811a9
 def _plain_moco_step(base: nn.Module, im_q, im_k, K, dev, amp_dtype, mf, dim=128, m=0.999, T=0.2):

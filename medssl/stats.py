@@ -15,8 +15,8 @@ from scipy.special import ndtr, ndtri
 # %% auto #0
 __all__ = ['placements', 'check_inputs', 'auc', 'mean_auc', 'bootstrap_indices', 'bootstrap_aucs', 'jackknife_aucs',
            'percentile_ci', 'bca_ci', 'BootstrapResult', 'bootstrap_ci', 'paired_bootstrap_diff', 'delong_cov',
-           'delong_test', 'MeanCI', 'mean_ci', 'ttest', 'welch_ttest', 'versus_table', 'bench_paired_bootstrap',
-           'bench_delong']
+           'delong_test', 'MeanCI', 'mean_ci', 'ttest', 'welch_ttest', 'paired_ttest', 'adjust_p', 'versus_table',
+           'bench_paired_bootstrap', 'bench_delong']
 
 # %% ../nbs/11_stats.ipynb #1e4d9da5
 def _tie_groups(ss):
@@ -351,6 +351,23 @@ def ttest(a, b,                  # per-run values of two methods
 def welch_ttest(a, b):
     "Welch's t-test (unequal variances): `ttest(a, b, welch=True)`."
     return ttest(a, b, welch=True)
+
+# %% ../nbs/11_stats.ipynb #a1b2c3d4padjex
+def paired_ttest(a, b):  # per-seed values of two methods, same seeds in the same order
+    "Paired t-test on the per-seed differences `a - b`: dict of diff, t, df, p."
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2: raise ValueError(f"need two 1-d arrays of equal length >= 2, got shapes {a.shape} and {b.shape}")
+    r = sps.ttest_rel(a, b)
+    return dict(diff=float((a - b).mean()), t=float(r.statistic), df=float(len(a) - 1), p=float(r.pvalue))
+
+def adjust_p(p, method: str = "holm") -> np.ndarray:  # p-values (k,); 'bonferroni', 'holm' or 'bh'
+    "p-values adjusted for `k` comparisons (Bonferroni, Holm step-down, Benjamini-Hochberg step-up), capped at 1."
+    p = np.asarray(p, float); k = len(p); o = np.argsort(p); out = np.empty(k)
+    if method == "bonferroni": return np.minimum(p * k, 1.0)
+    if method == "holm": out[o] = np.maximum.accumulate(p[o] * (k - np.arange(k)))
+    elif method == "bh": out[o] = np.minimum.accumulate((p[o] * k / np.arange(1, k + 1))[::-1])[::-1]
+    else: raise ValueError(f"method must be 'bonferroni', 'holm' or 'bh', got {method!r}")
+    return np.minimum(out, 1.0)
 
 # %% ../nbs/11_stats.ipynb #b3a3cbca
 def versus_table(runs,                 # {method: per-run values} or a long DataFrame

@@ -4,6 +4,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A hung test fails after 25 minutes (pytest-timeout, a dev extra) instead of using up CI's 90:
+# once a forked renderer deadlocked and CI printed nothing more for an hour and a quarter.
+os.environ.setdefault("PYTEST_TIMEOUT", "1500")
+
 @pytest.fixture(scope="session")
 def root(): return ROOT
 

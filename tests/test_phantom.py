@@ -112,3 +112,22 @@ def test_cli(tmp_path):
     p = argparse.ArgumentParser(); ph.add_cli(p.add_subparsers(dest="command"))
     a = p.parse_args(["phantom", "write", "--layout", "shenzhen", "--n-patients", "3", "--size", "32", str(tmp_path / "sz")])
     assert a.func(a) == 0 and len(list((tmp_path / "sz" / "CXR_png").glob("*.png"))) == 3
+
+def test_render_workers_after_threaded_torch(tmp_path):
+    """Regression: CI hung for 90 minutes here. A forked rendering process that inherits a used OpenMP
+    pool deadlocks in its first multi-threaded torch op; the workers now run single-threaded.
+    The child process is killed after 240 s so a regression fails instead of hanging the suite."""
+    import subprocess, sys, textwrap
+    code = textwrap.dedent('''
+        import numpy as np, torch
+        from medssl import phantom as ph
+        torch.set_num_threads(2)
+        x = torch.randn(64, 3, 128, 128)
+        for _ in range(3): torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")   # warm the OpenMP pool
+        c = ph.sample_cohort(60, seed=3)
+        a, b = ph.render(c, 64, batch=32, workers=2), ph.render(c, 64, batch=32, workers=1)   # big enough for torch to go parallel
+        print("same", bool(np.array_equal(a, b)), len(a))
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "same True" in r.stdout, r.stdout

@@ -123,3 +123,26 @@ def test_cli_parses_and_registers():
     sub = argparse.ArgumentParser().add_subparsers()
     a = add_cli(sub).parse_args(["--method", "ssl+clip", "--data", "x", "--set", "ssl=vicreg", "c=0.5"])
     assert a.func is run_cli and parse_sets(a.set) == {"ssl": "vicreg", "c": 0.5}
+
+def test_module_backbone_refuses_init(case):
+    "A module starts from its own weights: an `init` beside it would be silently ignored, so it is an error."
+    _, c = case
+    from medssl.pretrain import pretrain
+    with pytest.raises(ValueError, match="named backbone"):
+        pretrain("simclr", c.TinyDS(), backbone=c.NormFree(), init="fractal", epochs=1, batch_size=8, progress=False)
+
+def test_cli_fractal_proxy_feeds_init_fractal(capsys):
+    "`medssl pretrain --method supervised --data fractal` writes the file that `backbone(..., init='fractal')` loads."
+    import argparse
+    from medssl.pretrain import add_cli
+    from medssl.models import backbone, fractal_path
+    sub = argparse.ArgumentParser().add_subparsers()
+    a = add_cli(sub).parse_args(["--method", "supervised", "--data", "fractal", "--image-size", "32", "--epochs", "1",
+                                 "--batch-size", "16", "--lr", "0.05", "--device", "cpu", "--no-progress"])
+    assert not fractal_path("cxrnet").exists()
+    with pytest.raises(FileNotFoundError): backbone("cxrnet", init="fractal")
+    assert a.func(a) == 0 and fractal_path("cxrnet").exists()
+    trained = torch.load(fractal_path("cxrnet"), weights_only=True)
+    loaded = backbone("cxrnet", init="fractal").state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in trained.items())
+    assert "trained" in capsys.readouterr().out
