@@ -239,7 +239,7 @@ def _moco_rows(ctx, configs, device):
 
 def bench_moco(ctx: BenchContext) -> list[dict]:
     "MoCo v2 step on the CPU: cxrnet at 64 (and 128) px, resnet18 at 224 px."
-    cfg = [("cxrnet", 64, 32, 6)] if ctx.quick else [("cxrnet", 64, 64, 10), ("cxrnet", 128, 64, 10), ("resnet18", 224, 16, 4)]
+    cfg = [("cxrnet", 64, 32, 6)] if ctx.quick else [("cxrnet", 64, 64, 20), ("cxrnet", 128, 64, 20), ("resnet18", 224, 16, 10)]   # enough steps for a stable median
     return _moco_rows(ctx, cfg, "cpu")
 
 # %% ../nbs/17_bench.ipynb #582463d5
