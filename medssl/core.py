@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['PROFILES', 'seed_everything', 'pick_device', 'cache_dir', 'results_dir', 'cache_key', 'atomic_write', 'atomic_dir',
-           'resolve_profile']
+           'scoped_env', 'resolve_profile']
 
 # %% ../nbs/00_core.ipynb #7141eb07
 def seed_everything(seed: int) -> torch.Generator:
@@ -94,6 +94,20 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+# %% ../nbs/00_core.ipynb #6fb92477
+@contextlib.contextmanager
+def scoped_env(**values):
+    "Set environment variables inside the `with` block only (values of None leave a variable alone)."
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is not None: os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/00_core.ipynb #3afc80e2
 PROFILES = ("smoke", "cpu", "paper")

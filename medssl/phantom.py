@@ -13,7 +13,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import cache_dir, cache_key, atomic_dir, atomic_write
+from .core import cache_dir, cache_key, atomic_dir, atomic_write, scoped_env
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'COMPETITION', 'FINDINGS', 'SEVERITIES', 'PREVALENCE', 'SITES', 'MASKS', 'VERSION', 'MIMIC_LABELS',
@@ -426,6 +426,7 @@ def _worker_init():
     "One torch thread per rendering process: a forked child must not enter the OpenMP pool it inherited (it deadlocks)."
     torch.set_num_threads(1)
 
+# %% ../nbs/01_phantom.ipynb #69cff261
 def _render_batch(P, size, blur, want_masks):
     "Images (B,H,W) and masks (B,4,H,W) of one batch of cohort rows."
     U, V, px = _body_coords(P, size)
@@ -888,10 +889,10 @@ def phantom_root(layout: str, **params) -> Path:
 # %% ../nbs/01_phantom.ipynb #a6e88e3f
 def _cli_write(args) -> int:
     "Run `medssl phantom write`."
-    if args.workers is not None: os.environ["MEDSSL_WORKERS"] = str(_workers(args.workers))  # read by `render`
     kw = dict(n_patients=args.n_patients, size=args.size, seed=args.seed, difficulty=args.difficulty, overwrite=args.overwrite)
     if args.site: kw["site"] = args.site
-    out = WRITERS[args.layout](args.out, **kw)
+    workers = None if args.workers is None else _workers(args.workers)
+    with scoped_env(MEDSSL_WORKERS=workers): out = WRITERS[args.layout](args.out, **kw)   # `render` reads it
     print(out); return 0
 
 def add_cli(subparsers):

@@ -113,6 +113,21 @@ def test_cli(tmp_path):
     a = p.parse_args(["phantom", "write", "--layout", "shenzhen", "--n-patients", "3", "--size", "32", str(tmp_path / "sz")])
     assert a.func(a) == 0 and len(list((tmp_path / "sz" / "CXR_png").glob("*.png"))) == 3
 
+def test_cli_workers_same_files_and_environment_restored(tmp_path, monkeypatch):
+    "`--workers 2` writes the same bytes as one process, and the setting does not outlive the command."
+    import argparse, os
+    monkeypatch.delenv("MEDSSL_WORKERS", raising=False)
+    p = argparse.ArgumentParser(); ph.add_cli(p.add_subparsers(dest="command"))
+    run = lambda *extra, out: p.parse_args(["phantom", "write", "--layout", "chexpert", "--n-patients", "12", "--size", "48", *extra, str(tmp_path / out)])
+    a1, a2 = run(out="one"), run("--workers", "2", out="two")
+    assert a1.func(a1) == 0 and a2.func(a2) == 0 and "MEDSSL_WORKERS" not in os.environ
+    f1, f2 = (sorted((tmp_path / o).rglob("*.jpg")) for o in ("one", "two"))
+    assert len(f1) > 12 and [f.relative_to(tmp_path / "one") for f in f1] == [f.relative_to(tmp_path / "two") for f in f2]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(f1, f2))
+    bad = run("--workers", "0", out="bad")
+    with pytest.raises(ValueError, match="workers"): bad.func(bad)
+    assert not (tmp_path / "bad").exists()
+
 def test_render_workers_after_threaded_torch(tmp_path):
     """Regression: CI hung for 90 minutes here. A forked rendering process that inherits a used OpenMP
     pool deadlocks in its first multi-threaded torch op; the workers now run single-threaded.

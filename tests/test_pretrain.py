@@ -131,8 +131,9 @@ def test_module_backbone_refuses_init(case):
     with pytest.raises(ValueError, match="named backbone"):
         pretrain("simclr", c.TinyDS(), backbone=c.NormFree(), init="fractal", epochs=1, batch_size=8, progress=False)
 
-def test_cli_fractal_proxy_feeds_init_fractal(capsys):
+def test_cli_fractal_proxy_feeds_init_fractal(capsys, tmp_path, monkeypatch):
     "`medssl pretrain --method supervised --data fractal` writes the file that `backbone(..., init='fractal')` loads."
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path))   # an empty cache, whatever ran before (CI shares one)
     import argparse
     from medssl.pretrain import add_cli
     from medssl.models import backbone, fractal_path
