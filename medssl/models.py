@@ -155,9 +155,8 @@ def backbone(name: str,             # one of `BACKBONES`
     "Build backbone `name` with `in_chans` input channels and load its initial weights from `init`."
     if name not in _ARCHS: raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
     if in_chans < 1: raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    model = _ARCHS[name](in_chans, **kw)
-    if str(init) == "random": return model
-    load_backbone_weights(model, resolve_init(name, init))
+    model = _ARCHS[name](in_chans, **kw).to(memory_format=torch.channels_last)  # NHWC: see "Memory format" below
+    if str(init) != "random": load_backbone_weights(model, resolve_init(name, init))
     return model
 
 # %% ../nbs/04_models.ipynb #5bbc24d5

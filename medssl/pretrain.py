@@ -305,7 +305,7 @@ def _seed_of(*parts: int) -> int:
 def _seeded(seed: int):
     "Seed `random`, NumPy and torch's CPU generator inside the block; restore their states after it."
     st = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed); np.random.seed(seed); torch.default_generator.manual_seed(seed)   # the CPU generator (cheap; see apply_views)
     try: yield
     finally: random.setstate(st[0]); np.random.set_state(st[1]); torch.set_rng_state(st[2])
 
