@@ -116,22 +116,24 @@ def auc_per_label(y: np.ndarray,  # (N, L) labels, NaN = ignore
     return out
 
 # %% ../nbs/09_probe.ipynb #4570923f
-def _fit_logreg(X, Y, l2, W=None, b=None, max_iter=200):
-    "Masked multi-label logistic regression by full-batch L-BFGS; returns `(W, b)`."
-    M = ~torch.isnan(Y); Yz = torch.nan_to_num(Y); n = M.sum(0).clamp(min=1)
+def _fit_logreg(X, Y, l2, W=None, b=None, max_iter=200, XT=None):
+    "Masked multi-label logistic regression by full-batch L-BFGS; returns `(W, b)`. `XT`: `X.T`, contiguous (reused)."
+    M = (~torch.isnan(Y)).to(X.dtype); Yz = torch.nan_to_num(Y); n = M.sum(0).clamp(min=1)
+    XT = X.T.contiguous() if XT is None else XT
     if W is None:
         W = torch.zeros(X.shape[1], Y.shape[1], dtype=X.dtype, device=X.device)
         prev = ((Yz * M).sum(0) / n).clamp(1e-4, 1 - 1e-4); b = torch.log(prev / (1 - prev))
-    W, b = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    W, b = W.clone(), b.clone()
     opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
                             tolerance_change=1e-12, line_search_fn="strong_wolfe")
-    def closure():
-        opt.zero_grad()
-        bce = F.binary_cross_entropy_with_logits(X @ W + b, Yz, reduction="none") * M
-        loss = (bce.sum(0) / n).sum() + 0.5 * l2 * (W * W).sum()
-        loss.backward(); return loss
-    opt.step(closure)
-    return W.detach(), b.detach()
+    def closure():  # the loss and its gradient, written out (no autograd graph)
+        Z = X @ W + b                                                         # logits: N x L
+        bce = F.binary_cross_entropy_with_logits(Z, Yz, reduction="none") * M
+        G = (torch.sigmoid(Z) - Yz) * M / n                                   # dloss/dZ: N x L
+        W.grad, b.grad = XT @ G + l2 * W, G.sum(0)
+        return (bce.sum(0) / n).sum() + 0.5 * l2 * (W * W).sum()
+    with torch.no_grad(): opt.step(closure)
+    return W, b
 
 # %% ../nbs/09_probe.ipynb #c8b14b4e
 @dataclass
@@ -183,10 +185,10 @@ def linear_probe(X_train, Y_train, X_val, Y_val, X_test=None, Y_test=None,
     dev = pick_device(device); dt = torch.float32 if dev.type == "mps" else torch.float64
     T = lambda a: torch.as_tensor(a, dtype=dt, device=dev)
     Xt = T(X_train); mu = Xt.mean(0); sd = Xt.std(0); sd = torch.where(sd > 1e-8, sd, torch.ones_like(sd))
-    Xt, Xv, Yt = (Xt - mu) / sd, (T(X_val) - mu) / sd, T(Y_train)
+    Xt, Xv, Yt = (Xt - mu) / sd, (T(X_val) - mu) / sd, T(Y_train); XT = Xt.T.contiguous()
     fits, aucs, W, b = {}, {}, None, None
     for l2 in sorted(map(float, l2_grid), reverse=True):
-        W, b = _fit_logreg(Xt, Yt, l2, W, b, max_iter); fits[l2] = (W, b)
+        W, b = _fit_logreg(Xt, Yt, l2, W, b, max_iter, XT); fits[l2] = (W, b)
         a = auc_per_label(Y_val, (Xv @ W + b).cpu().numpy())
         if np.isnan(a).all(): raise ValueError("no label of Y_val holds both classes: cannot choose the L2 strength")
         aucs[l2] = float(np.nanmean(a))
@@ -460,26 +462,27 @@ def tsne_plot(features: np.ndarray,  # (N, F) features
 
 # %% ../nbs/09_probe.ipynb #e46241aa
 def _sgd_lincls(bb, train_ds, val_ds, test_ds, epochs, lr, batch_size, device, seed):
-    "The main_lincls recipe: SGD on a linear head through the frozen backbone, best val epoch; test probabilities."
-    g = seed_everything(seed); bb = bb.to(device).eval(); L = ds_labels(train_ds).shape[1]
-    fc = nn.Linear(bb.num_features, L).to(device); nn.init.normal_(fc.weight, std=0.01); nn.init.zeros_(fc.bias)
+    "main_lincls's SGD probe through the frozen backbone, with MAE's affine-free BatchNorm before the head; best val epoch."
+    g = seed_everything(seed); bb = bb.to(device).eval(); F_, L = bb.num_features, ds_labels(train_ds).shape[1]
+    fc = nn.Linear(F_, L); nn.init.normal_(fc.weight, std=0.01); nn.init.zeros_(fc.bias)
+    head = nn.Sequential(nn.BatchNorm1d(F_, affine=False), fc).to(device)   # head: BN -> FC (He et al. 2022, MAE)
     opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
-    head = lambda x: fc(bb.forward_features(x).detach())
-    best, best_fc = -np.inf, None
+    best, best_head = -np.inf, None
     for ep in range(epochs):
-        for batch in DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g):
+        head.train()
+        for batch in DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(train_ds) > batch_size):
             with torch.no_grad(): f = bb.forward_features(batch["image"].to(device))
-            loss = masked_bce(fc(f), batch["labels"].to(device)); opt.zero_grad(); loss.backward(); opt.step()
-        sched.step()
-        va = np.nanmean(auc_per_label(*predict(nn.Sequential(bb, fc), val_ds, device=device)[::-1]))
-        if va > best: best, best_fc = va, copy.deepcopy(fc.state_dict())
-    fc.load_state_dict(best_fc)
-    return predict(nn.Sequential(bb, fc), test_ds, device=device)[0]
+            loss = masked_bce(head(f), batch["labels"].to(device)); opt.zero_grad(); loss.backward(); opt.step()
+        sched.step(); head.eval()
+        va = np.nanmean(auc_per_label(*predict(nn.Sequential(bb, head), val_ds, device=device)[::-1]))
+        if va > best: best, best_head = va, copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_head)
+    return predict(nn.Sequential(bb, head), test_ds, device=device)[0]
 
 # %% ../nbs/09_probe.ipynb #569d3659
 def bench_linear_probe(backbone: nn.Module, train_ds: Dataset, val_ds: Dataset, test_ds: Dataset,
-                       sgd_epochs: int = 30, sgd_lr: float = 30.0, sgd_batch_size: int = 256,
+                       sgd_epochs: int = 30, sgd_lr: float = 1.0, sgd_batch_size: int = 256,
                        device: str = "auto", seed: int = 0, **probe_kw) -> dict:
     "Time and mean test AUC of the cached-feature L-BFGS probe vs main_lincls-style SGD through the frozen backbone."
     device = pick_device(device); Yte = ds_labels(test_ds); dsets = (train_ds, val_ds, test_ds)
