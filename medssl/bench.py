@@ -187,7 +187,7 @@ def bench_probe(ctx: BenchContext) -> list[dict]:
                      ">= 20x faster, mean AUC within 0.01 (issue 7)", ok,
                      notes=f"AUC L-BFGS {r['auc_lbfgs']:.3f} vs SGD {r['auc_sgd']:.3f} ({r['auc_diff']:+.3f}); "
                            f"{r['speedup_with_extraction']:.1f}x counting the one extraction pass"
-                           + ("; --quick: 10 epochs, ~470 training images (the ratio grows with epochs and data)" if ctx.quick else ""))]
+                           + ("; --quick: 10 SGD epochs (the ratio grows with epochs and data)" if ctx.quick else ""))]
 
 # %% ../nbs/17_bench.ipynb #1c15f6b2
 def _plain_features(bb: nn.Module, ds, device, batch_size: int = 128) -> np.ndarray:

@@ -335,7 +335,8 @@ def train_throughput(model: nn.Module, size: int, batch: int = 32, steps: int = 
     import time
     dev = next(model.parameters()).device
     x = torch.rand(batch, model.in_chans, size, size, device=dev)
-    if channels_last: model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    mf = torch.channels_last if channels_last else torch.contiguous_format   # False: the NCHW layout, for comparison
+    model, x = model.to(memory_format=mf), x.contiguous(memory_format=mf)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3); model.train()
     for i in range(warmup + steps):
         if i == warmup: t0 = time.perf_counter()

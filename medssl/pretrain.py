@@ -368,12 +368,13 @@ def set_rng_state(st: dict):
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
 
 # %% ../nbs/08_pretrain.ipynb #ae96f5e4
-def _to(batch: dict, device, channels_last: bool) -> dict:
+def _to(batch: dict, device) -> dict:
+    "The batch on `device`, images in the backbones' channels_last layout (a no-op for one-channel images)."
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
-            if channels_last and v.ndim == 4: v = v.contiguous(memory_format=torch.channels_last)
+            if v.ndim == 4: v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
 
@@ -384,9 +385,9 @@ def amp_dtype_for(device: torch.device, amp: bool | None = None):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 # %% ../nbs/08_pretrain.ipynb #90addaae
-def train_step(model: nn.Module, batch: dict, opt, sched, scaler, device, amp_dtype=None, channels_last=False) -> dict:
+def train_step(model: nn.Module, batch: dict, opt, sched, scaler, device, amp_dtype=None) -> dict:
     "One optimisation step of `model` (a `Method`, possibly DDP-wrapped) on `batch`; returns its outputs (detached)."
-    batch = _to(batch, device, channels_last)
+    batch = _to(batch, device)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         out = model(batch)
     opt.zero_grad(set_to_none=True)
@@ -489,11 +490,11 @@ def load_checkpoint(path: Path, method: Method, opt, sched, scaler, key: str) ->
     return st["epoch"], st["metrics"]
 
 # %% ../nbs/08_pretrain.ipynb #971ada8c
-def _run_epoch(model, loader, opt, sched, scaler, dev, amp_dtype, channels_last, bar, batch_size) -> dict:
+def _run_epoch(model, loader, opt, sched, scaler, dev, amp_dtype, bar, batch_size) -> dict:
     "One pass over `loader`; returns the epoch's mean outputs (averaged over processes), seconds and images/s."
     sums, n, t0 = {}, 0, time.perf_counter()
     for i, batch in enumerate(loader):
-        out = train_step(model, batch, opt, sched, scaler, dev, amp_dtype, channels_last)
+        out = train_step(model, batch, opt, sched, scaler, dev, amp_dtype)
         for k, v in out.items(): sums[k] = sums.get(k, 0) + v.float()
         n += 1; bar.update(1)
         if i % 10 == 0 or i == len(loader) - 1:
@@ -564,9 +565,8 @@ def _train(method, ds, backbone, config, key, run_dir, rank, world, dev, resume,
            progress, stop_after, export_to) -> PretrainResult:
     c = config; seed_everything(c["seed"])
     bb = models.backbone(backbone, in_chans=1, init=c["init"]) if isinstance(backbone, str) else copy.deepcopy(backbone)
-    m = make_method(method, bb, c["image_size"], ds, **c["method_kw"]).to(dev)
-    amp_dtype, channels_last = amp_dtype_for(dev, amp), dev.type == "cuda"
-    if channels_last: m = m.to(memory_format=torch.channels_last)
+    m = make_method(method, bb, c["image_size"], ds, **c["method_kw"]).to(dev).to(memory_format=torch.channels_last)  # as models.backbone
+    amp_dtype = amp_dtype_for(dev, amp)
     opt = make_optimizer(m.parameters(), c["optimizer"], c["lr"], c["weight_decay"], c["momentum"], c["betas"])
     sampler = GlobalBatches(m.num_items(ds), c["batch_size"], c["seed"], rank, world)
     steps = len(sampler)
@@ -586,7 +586,7 @@ def _train(method, ds, backbone, config, key, run_dir, rank, world, dev, resume,
         loader = DataLoader(items, batch_sampler=sampler, num_workers=num_workers, pin_memory=dev.type == "cuda",
                             generator=torch.Generator().manual_seed(_seed_of(c["seed"], epoch, 2**31 + 1)))
         m.train()
-        row = _run_epoch(model, loader, opt, sched, scaler, dev, amp_dtype, channels_last, bar, c["batch_size"])
+        row = _run_epoch(model, loader, opt, sched, scaler, dev, amp_dtype, bar, c["batch_size"])
         rows.append(dict(epoch=epoch + 1, step=(epoch + 1) * steps, lr=sched.get_last_lr()[0], **row))
         if rank == 0:
             _write_metrics(run_dir, rows)
@@ -657,15 +657,14 @@ def bench_moco_step(backbone: str = "cxrnet", size: int = 64, batch: int = 32, s
                     K: int = 4096, repeats: int = 3, warmup: int = 2,
                     split_bn: int = 1) -> dict: # 1: the plain step's work (no BN groups); 4: the default engine cost
     "Images/s of a MoCo v2 step via `medssl.pretrain` vs a plain builder.py-style step; `ratio` = ours / plain."
-    dev = pick_device(device); amp_dtype = amp_dtype_for(dev); cl = dev.type == "cuda"
-    mf = torch.channels_last if cl else torch.contiguous_format
+    dev = pick_device(device); amp_dtype = amp_dtype_for(dev); mf = torch.channels_last   # the engine's layout, for both
     x1, x2 = (torch.rand(batch, 1, size, size, device=dev).contiguous(memory_format=mf) for _ in range(2))
     torch.manual_seed(0)
     ours = MoCoV2(models.backbone(backbone), size, K=K, views=None, split_bn=split_bn).to(dev).to(memory_format=mf)
     opt = make_optimizer(ours.parameters(), "sgd", 0.03)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(10**6))
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    def step_ours(): train_step(ours, dict(im_q=x1, im_k=x2), opt, sched, scaler, dev, amp_dtype, cl)
+    def step_ours(): train_step(ours, dict(im_q=x1, im_k=x2), opt, sched, scaler, dev, amp_dtype)
     step_plain = _plain_moco_step(models.backbone(backbone), x1, x2, K, dev, amp_dtype, mf)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     def timed(f):

@@ -482,7 +482,7 @@ def _sgd_lincls(bb, train_ds, val_ds, test_ds, epochs, lr, batch_size, device, s
 
 # %% ../nbs/09_probe.ipynb #569d3659
 def bench_linear_probe(backbone: nn.Module, train_ds: Dataset, val_ds: Dataset, test_ds: Dataset,
-                       sgd_epochs: int = 30, sgd_lr: float = 1.0, sgd_batch_size: int = 256,
+                       sgd_epochs: int = 100, sgd_lr: float = 1.0, sgd_batch_size: int = 256,
                        device: str = "auto", seed: int = 0, **probe_kw) -> dict:
     "Time and mean test AUC of the cached-feature L-BFGS probe vs main_lincls-style SGD through the frozen backbone."
     device = pick_device(device); Yte = ds_labels(test_ds); dsets = (train_ds, val_ds, test_ds)

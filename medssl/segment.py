@@ -11,13 +11,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 from .core import seed_everything, pick_device
 
 # %% auto #0
 __all__ = ['stage_channels', 'UNet', 'soft_dice', 'dice_bce_loss', 'dice_score', 'predict_masks', 'SegResult',
-           'train_segmentation']
+           'train_segmentation', 'plot_masks']
 
 # %% ../nbs/10_segment.ipynb #4cdaa050
 def _block(cin, cout):
@@ -126,3 +126,19 @@ def train_segmentation(model: nn.Module,  # e.g. `UNet(backbone)`; copied, the c
     res = SegResult(model, pd.DataFrame(hist), best_ep, len(hist), best)
     if test_ds is not None: res.test_dice = predict_masks(model, test_ds, device=device)[1]
     return res
+
+# %% ../nbs/10_segment.ipynb #16d46e0c
+def plot_masks(model: nn.Module, dataset: Dataset, n: int = 4, title: str = "true mask", device: str = "auto"):
+    "The first `n` images of `dataset`: the true mask (top, green) and `model`'s (bottom, red, titled with its Dice)."
+    import matplotlib.pyplot as plt
+    sub = Subset(dataset, range(min(n, len(dataset))))
+    logits, dice = predict_masks(model, sub, device=device)
+    fig, axes = plt.subplots(2, len(sub), figsize=(2 * len(sub), 4.2), squeeze=False)
+    for k, ax in enumerate(axes.T):
+        x = sub[k]
+        for a in ax: a.imshow(x["image"][0], cmap="gray"); a.axis("off")
+        ax[0].contour(x["mask"][0], levels=[0.5], colors="lime", linewidths=0.8)
+        ax[1].contour(torch.sigmoid(logits[k, 0]), levels=[0.5], colors="red", linewidths=0.8)
+        ax[1].set_title(f"Dice {dice[k]:.2f}", fontsize=9)
+    axes[0, 0].set_title(title, fontsize=9); fig.tight_layout()
+    return fig
