@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_bench.ipynb #a2ff7d62
 from __future__ import annotations
-import argparse, contextlib, datetime, json, math, os, platform, sys, tempfile, time
+import argparse, contextlib, datetime, json, math, os, platform, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 import medssl
 from . import models, phantom, similarity, stats
-from .core import atomic_write, pick_device, scoped_env, seed_everything
+from .core import MALLOC_TUNABLES, atomic_write, pick_device, scoped_env, seed_everything
 from .datasets import CheXpert, patient_split
 from .probe import bench_linear_probe, features, finetune
 from .pretrain import bench_moco_step
@@ -22,8 +22,8 @@ from .pretrain import bench_moco_step
 __all__ = ['COLUMNS', 'BENCHMARKS', 'HEAD', 'WIDE_HEAD', 'cpu_model', 'machine', 'make_row', 'skipped_row', 'BenchContext',
            'bench_render', 'bench_write_chexpert', 'bench_cache_reads', 'bench_bootstrap', 'bench_delong', 'bench_cka',
            'bench_svcca', 'bench_probe', 'bench_features', 'bench_moco', 'bench_moco_cuda', 'bench_features_cuda',
-           'bench_smoke', 'check_only', 'bench', 'format_table', 'to_json', 'read_json', 'markdown_table', 'add_cli',
-           'main']
+           'bench_allocator', 'bench_smoke', 'check_only', 'bench', 'format_table', 'to_json', 'read_json',
+           'markdown_table', 'add_cli', 'main']
 
 # %% ../nbs/17_bench.ipynb #26dc1f10
 def cpu_model() -> str:
@@ -245,6 +245,36 @@ def bench_features_cuda(ctx: BenchContext) -> list[dict]:
     "Feature extraction images/s on the GPU (resnet18 at 224 px)."
     return [_features_row("features[cuda]", ctx, "resnet18", 224, "cuda")]
 
+# %% ../nbs/17_bench.ipynb #eb7bbeea
+_ALLOC_WORK = {  # name: (what, code printing images/s, images per unit of n)
+    "train": ("cxrnet training step at 64 px, batch 64", "from medssl.models import backbone, train_throughput; "
+              "print(train_throughput(backbone('cxrnet'), 64, batch=64, steps={n}))", 64),
+    "render": ("phantom.render at 128 px, one process", "import time; from medssl.phantom import sample_cohort, render; "
+               "c = sample_cohort({n}, seed=0); render(c[:32]); t = time.perf_counter(); render(c, 128, workers=1); "
+               "print(len(c) / (time.perf_counter() - t))", 1)}
+
+def _images_per_s(code: str, tuned: bool) -> float:
+    "Run `code` in a fresh Python with or without medssl's malloc thresholds; the images/s it prints."
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | ({"GLIBC_TUNABLES": MALLOC_TUNABLES} if tuned else {})
+    r = subprocess.run([sys.executable, "-c", f"import torch; torch.set_num_threads({torch.get_num_threads()}); {code}"],
+                       env=env, capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"allocator benchmark failed: {r.stderr[-500:]}")
+    return float(r.stdout.split()[-1])
+
+
+# %% ../nbs/17_bench.ipynb #7a06a80e
+def bench_allocator(ctx: BenchContext) -> list[dict]:
+    "Training step and rendering with glibc's default malloc vs medssl's thresholds, each in fresh processes."
+    rows = []
+    for key, (what, code, per) in _ALLOC_WORK.items():
+        n = (4 if ctx.quick else 15) if key == "train" else (200 if ctx.quick else 1000)
+        runs = {t: max(_images_per_s(code.format(n=n), t) for _ in range(1 if ctx.quick else 2)) for t in (False, True)}
+        rows.append(make_row(f"allocator[{key}]", f"{what}: malloc thresholds {MALLOC_TUNABLES.replace(':', ', ')}",
+                             "the same in a process with glibc's default malloc", n * per / runs[False], n * per / runs[True],
+                             per_s=runs[True], notes=f"default malloc: {runs[False]:,.0f} images/s"))
+    return rows
+
+
 # %% ../nbs/17_bench.ipynb #6e85b2f1
 def bench_smoke(ctx: BenchContext) -> list[dict]:
     "Wall time of the `smoke` replication suite (all five papers) vs the issue-9 budget of 5 minutes."
@@ -264,7 +294,7 @@ BENCHMARKS = {
     "delong": (bench_delong, False), "linear_cka": (bench_cka, False), "svcca": (bench_svcca, False),
     "linear_probe": (bench_probe, False), "features": (bench_features, False), "moco_step": (bench_moco, False),
     "moco_step_cuda": (bench_moco_cuda, True), "features_cuda": (bench_features_cuda, True),
-    "smoke_suite": (bench_smoke, False),
+    "allocator": (bench_allocator, False), "smoke_suite": (bench_smoke, False),
 }
 
 def check_only(only) -> list[str]:

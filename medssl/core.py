@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #7f0a9130
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, shutil, tempfile
+import contextlib, ctypes, hashlib, json, os, random, shutil, tempfile
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PROFILES', 'seed_everything', 'pick_device', 'cache_dir', 'results_dir', 'cache_key', 'atomic_write', 'atomic_dir',
-           'scoped_env', 'resolve_profile']
+__all__ = ['MALLOC_TUNABLES', 'PROFILES', 'seed_everything', 'pick_device', 'cache_dir', 'results_dir', 'cache_key',
+           'atomic_write', 'atomic_dir', 'scoped_env', 'allocator_env', 'tune_allocator', 'resolve_profile']
 
 # %% ../nbs/00_core.ipynb #7141eb07
 def seed_everything(seed: int) -> torch.Generator:
@@ -108,6 +108,21 @@ def scoped_env(**values):
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
+
+# %% ../nbs/00_core.ipynb #0c1d7467
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"   # 32 MiB, 256 MiB
+
+def allocator_env() -> dict:
+    "Environment for a child process so glibc keeps freed memory for reuse; empty when `$GLIBC_TUNABLES` is already set."
+    return {} if "GLIBC_TUNABLES" in os.environ else {"GLIBC_TUNABLES": MALLOC_TUNABLES}
+
+def tune_allocator() -> bool:
+    "The same thresholds for this process through glibc's `mallopt`; False where there is no glibc."
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(getattr(libc, "mallopt", lambda *a: 0)(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+
 
 # %% ../nbs/00_core.ipynb #3afc80e2
 PROFILES = ("smoke", "cpu", "paper")

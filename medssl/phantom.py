@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_phantom.ipynb #6236b301
 from __future__ import annotations
-import argparse, contextlib, functools, gzip, io, itertools, json, os, shutil, tempfile, time
+import argparse, contextlib, functools, gzip, io, itertools, json, mmap, os, shutil, tempfile, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -13,14 +13,14 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import cache_dir, cache_key, atomic_dir, atomic_write, scoped_env
+from .core import cache_dir, cache_key, atomic_dir, atomic_write, scoped_env, tune_allocator
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'COMPETITION', 'FINDINGS', 'SEVERITIES', 'PREVALENCE', 'SITES', 'MASKS', 'VERSION', 'MIMIC_LABELS',
            'NIH_LABELS', 'NIH_HEADER', 'WRITERS', 'check_site', 'sample_cohort', 'render', 'truth', 'make_images',
            'TinyCNN', 'train_cnn', 'cnn_outputs', 'mean_auc', 'probe_auc', 'pixels', 'calibration_report',
            'study_labels', 'write_chexpert', 'write_mimic', 'write_nih', 'write_shenzhen', 'write_montgomery',
-           'write_siim_like', 'phantom_root', 'add_cli']
+           'write_siim_like', 'phantom_root', 'add_cli', 'site_shift_report']
 
 # %% ../nbs/01_phantom.ipynb #ac6a7921
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -49,13 +49,14 @@ def _corr_matrix(keys):
 
 # %% ../nbs/01_phantom.ipynb #29f875a1
 _BASE_SITE = dict(gain=1.0, gamma=1.0, lo=0.0, hi=1.0, noise=0.035, blur=0.6, fov=1.0, fov_sd=0.09, shift_sd=0.09,
-                  rot_sd=4.0, views=(0.5, 0.4, 0.1), prev={}, collim=0.3, marker=0.9, bias=0.25, invert_marker=False)
+                  rot_sd=4.0, views=(0.5, 0.4, 0.1), prev={}, collim=0.3, marker=0.9, bias=0.25, invert_marker=False,
+                  sev_p=(.4, .35, .25), unsharp=0.0)
 SITES = {
     "chexpert":   dict(_BASE_SITE, views=(0.35, 0.50, 0.15)),
     "mimic":      dict(_BASE_SITE, gain=1.25, gamma=0.8, lo=0.05, noise=0.05, blur=0.9, fov=0.92, views=(0.3, 0.55, 0.15),
-                       prev={"dev": 1.6, "ede": 1.3, "eff": 1.2}),
+                       prev={"dev": 1.6, "ede": 1.3, "eff": 1.2}, sev_p=(.3, .35, .35)),
     "nih":        dict(_BASE_SITE, gain=0.8, gamma=1.35, hi=0.92, noise=0.025, blur=0.4, fov=1.08, views=(0.65, 0.35, 0.0),
-                       prev={"dev": 0.6, "ede": 0.6, "nod": 1.5}, collim=0.1),
+                       prev={"dev": 0.6, "ede": 0.6, "nod": 1.5}, collim=0.1, sev_p=(.55, .3, .15), unsharp=0.8),
     "shenzhen":   dict(_BASE_SITE, gain=1.1, gamma=1.15, lo=0.08, noise=0.02, blur=1.1, fov=1.12, views=(1.0, 0.0, 0.0),
                        prev={"tb": 45.0, "dev": 0.05, "ede": 0.2, "cmg": 0.4, "eff": 0.4, "con": 0.5, "atl": 0.4, "ptx": 0.2}, collim=0.0),
     "montgomery": dict(_BASE_SITE, gain=0.9, gamma=0.9, noise=0.03, blur=0.8, fov=1.0, views=(1.0, 0.0, 0.0),
@@ -86,7 +87,7 @@ def _draw_findings(rng, n, site, findings):
     for i, k in enumerate(keys):
         p = min(0.9, PREVALENCE[k] * site["prev"].get(k, 1.0))
         present = z[:, i] > norm.ppf(1 - p)
-        sev[k] = np.where(present, rng.choice([1, 2, 3], size=n, p=[0.4, 0.35, 0.25]), 0)
+        sev[k] = np.where(present, rng.choice([1, 2, 3], size=n, p=site["sev_p"]), 0)
     return sev
 
 # %% ../nbs/01_phantom.ipynb #b5ef716f
@@ -116,6 +117,20 @@ def _patient_params(rng, n, nz, strength, sev):
     p["lat_w"] = _u(rng, -.3, .3, n)                     # depth of a focal finding on the lateral view
     return p
 
+# %% ../nbs/01_phantom.ipynb #5b4b5733
+_ANATOMY = ("age", "sex", "bw", "bh", "soft", "lw", "dome", "ddiff", "rib_sp", "clav", "mwid")
+
+def _given_patients(patients, n):
+    "Split a per-patient table into severities {key: (n,)} and anatomy {name: (n,)}; `ValueError` on a bad table."
+    if patients is None: return {}, {}
+    if len(patients) != n: raise ValueError(f"patients has {len(patients)} rows for n_patients={n}")
+    bad = [c for c in patients.columns if c not in FINDINGS and c not in _ANATOMY]
+    if bad: raise ValueError(f"unknown patients column(s) {bad}; use finding names {list(FINDINGS)} or anatomy {list(_ANATOMY)}")
+    sev = {FINDINGS[c]: patients[c].to_numpy() for c in patients.columns if c in FINDINGS}
+    if any(not np.isin(v, (0, 1, 2, 3)).all() for v in sev.values()): raise ValueError("finding severities must be 0, 1, 2 or 3")
+    return {k: v.astype(int) for k, v in sev.items()}, {c: patients[c].to_numpy() for c in patients.columns if c in _ANATOMY}
+
+
 # %% ../nbs/01_phantom.ipynb #4c9ee699
 def sample_cohort(n_patients: int,          # number of patients
                   site: str = "chexpert",   # acquisition preset, one of `SITES`
@@ -125,6 +140,7 @@ def sample_cohort(n_patients: int,          # number of patients
                   max_studies: int = 3,     # studies per patient are 1..max_studies
                   lateral: bool = True,     # add lateral views at the site's rate
                   prevalence: dict | None = None,  # extra prevalence multipliers {finding name: factor}
+                  patients: pd.DataFrame | None = None,  # one row per patient replacing drawn values: finding names (severity 0..3), anatomy keys
                  ) -> pd.DataFrame:
     "Draw patients, their studies and views: one row per image with every parameter the renderer needs."
     if not isinstance(n_patients, (int, np.integer)) or n_patients < 0: raise ValueError(f"n_patients must be a non-negative int, got {n_patients!r}")
@@ -133,8 +149,9 @@ def sample_cohort(n_patients: int,          # number of patients
     st, rng = check_site(site), np.random.default_rng([seed, 1])
     if prevalence: st = dict(st, prev={**st["prev"], **{k: st["prev"].get(k, 1.) * v for k, v in _check_names(prevalence).items()}})
     nz, strength = .5 + difficulty, 1.5 - difficulty
-    sev = _draw_findings(rng, n_patients, st, findings)
-    pp = _patient_params(rng, n_patients, nz, strength, sev)
+    sev_given, anat_given = _given_patients(patients, n_patients)
+    sev = {**_draw_findings(rng, n_patients, st, findings), **sev_given}
+    pp = {**_patient_params(rng, n_patients, nz, strength, sev), **anat_given}
     n_st = rng.integers(1, max_studies + 1, n_patients) if max_studies > 1 else np.ones(n_patients, int)
     rows = []
     for i in range(n_patients):
@@ -163,6 +180,7 @@ def sample_cohort(n_patients: int,          # number of patients
     df["collim"] = (rng.random(n) < st["collim"]) * rng.uniform(0.02, .09, n)
     df["marker"] = rng.random(n) < st["marker"]
     df["seed"] = rng.integers(0, 2**31 - 1, n); df["k"] = strength
+    df["unsharp"] = st["unsharp"] * np.exp(rng.normal(0, .2, n))   # edge enhancement of the site's post-processing
     return df
 
 # %% ../nbs/01_phantom.ipynb #80913049
@@ -230,6 +248,10 @@ def _sub(P, idx):
 # %% ../nbs/01_phantom.ipynb #ff136380
 _AIR = .62
 
+def _lung_r(aU, V, lw):
+    "Normalised squared radius of the lung field (a boxy ellipse around |U| = .38 lw): < 1 inside."
+    return ((aU - .38 * lw) / (.3 * lw)) ** 2 + _sq(_sq((V + .1) / .62))
+
 def _anatomy(P, U, V, e, T):
     "Attenuation of the normal chest (B,H,W) and the soft lung / heart maps."
     aU = np.abs(U)
@@ -246,10 +268,9 @@ def _anatomy(P, U, V, e, T):
     hw = _c(P["ctr"] * .7 * (1 + .1 * (P["view"] == "AP")))
     hy = _c(P["dome"] - .2)
     heart = _ramp(1 - ((U - .3 * hw) / hw) ** 2 - ((V - hy) / (hw * .8)) ** 2, 4 * e / hw)
-    lx, ax = .38 * _c(P["lw"]), .3 * _c(P["lw"])
-    r = ((aU - lx) / ax) ** 2 + _sq(_sq((V + .1) / .62))
+    r = _lung_r(aU, V, _c(P["lw"]))
     med = .085 * _c(P["mwid"]) + np.where(V < -.3, np.float32(.02), np.float32(0))
-    lung = _ramp(1 - r, 3 * e / ax) * _ramp(aU - med, e) * _ramp(d - V, e) * (1 - heart)
+    lung = _ramp(1 - r, 10 * e / _c(P["lw"])) * _ramp(aU - med, e) * _ramp(d - V, e) * (1 - heart)
     A += .08 * heart * _ramp(d - V + .05, e)
     # bones: spine, posterior ribs, clavicles
     A += .3 * _ramp(.065 - aU, e) * body * (.85 + .15 * np.abs(_frac(V / .085 + _c(P["rib_ph"])) - .5) * 2)
@@ -288,14 +309,15 @@ def _findings(P, A, U, V, aU, lung, r, d, e, T1, T2):
         h = _c(_sev(Q, "eff", (.08, .15, .26)))
         lev = d[idx] - h - 3 * h * np.clip(au - .4, 0, None)
         A[idx] += _c(Q["k"]) * _AIR * .9 * lg * _ramp(v - lev, 3 * ee) * _sidemask(u, Q["eff_side"], ee)
-    idx, Q, u, v, au, lg, ee = sub("ptx")              # pneumothorax: rim without markings, pleural line
+    idx, Q, u, v, au, lg, ee = sub("ptx")              # pneumothorax: the lung collapses towards the hilum
     if len(idx):
-        depth = _c(_sev(Q, "ptx", (.07, .12, .2))) / (.3 * _c(Q["lw"])) * 2
-        up = _ramp(.2 - v, .2) * _sidemask(u, Q["ptx_side"], ee)
-        rim = _ramp(r[idx] - (1 - depth), 2 * ee / .15) * lg * up
+        s = 1 - _c(_sev(Q, "ptx", (.12, .22, .35)))   # collapsed lung = the lung shrunk by s about the hilum (u .12, v -.05)
+        rc = _lung_r(.12 + (au - .12) / s, -.05 + (v + .05) / s, _c(Q["lw"]))
+        up = _ramp(.25 - v, .2) * _sidemask(u, Q["ptx_side"], ee)
+        rim = _ramp(rc - 1, 2 * ee * s / .15) * lg * up                 # air rim without markings
         ptx[idx] = rim
         A[idx] -= .07 * rim
-        A[idx] += .22 * _c(Q["k"]) * _ramp(1.2 * ee - np.abs(r[idx] - (1 - depth)) * .15, ee) * lg * up
+        A[idx] += .22 * _c(Q["k"]) * _ramp(1.2 * ee - np.abs(rc - 1) * .15 * s, ee) * lg * up   # visceral pleural line
     idx, Q, u, v, au, lg, ee = sub("ede")              # edema: bat-wing haze, Kerley B lines
     if len(idx):
         amp = _c(_sev(Q, "ede", (.08, .14, .22))) * _c(Q["k"])
@@ -374,6 +396,10 @@ def _lateral(P, U, V, e, T1, T2):
 _GLYPH = {"L": np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]]),
           "R": np.array([[1, 1, 0], [1, 0, 1], [1, 1, 0], [1, 0, 1], [1, 0, 1]])}
 
+def _gblur(I, sig, truncate):
+    "Gaussian blur of each image of the batch `I` (B,H,W) with standard deviation `sig` pixels."
+    return gaussian_filter1d(gaussian_filter1d(I, sig, axis=1, truncate=truncate), sig, axis=2, truncate=truncate)
+
 def _acquire(A, P, size, blur, rng_seeds):
     "Detector chain: exposure curve, window, gamma, bias field, blur, noise, collimation, marker -> [0,1]."
     g = _c(1.6 * P["gain"])
@@ -386,9 +412,11 @@ def _acquire(A, P, size, blur, rng_seeds):
     x, y = t[None, None, :], t[None, :, None]
     I *= 1 + _c(P["b1"]) * x + _c(P["b2"]) * y + _c(P["b3"]) * (x * x + y * y - .66)
     sig = blur * size / 128
-    Ib = gaussian_filter1d(gaussian_filter1d(I, sig, axis=1, truncate=2.5), sig, axis=2, truncate=2.5)
+    Ib = _gblur(I, sig, 2.5)
     m = _c(np.clip(1 / P["sharp"], .5, 1.5))
     I = I + m * (Ib - I)
+    us = np.nonzero(P.get("unsharp", np.zeros(len(I))) > 0)[0]   # unsharp masking: I + a (I - wide blur of I)
+    if len(us): I[us] += _c(P["unsharp"][us]) * (I[us] - _gblur(I[us], 2.5 * size / 128, 2))
     noise = _crops(rng_seeds, size, "white", 11)
     I += _c(P["noise"]) * np.sqrt(np.clip(I, 0, 1) + .05) * noise
     c = _c(P["collim"])
@@ -422,9 +450,12 @@ def _mp_context():
     import multiprocessing as mp
     return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
 
-def _worker_init():
-    "One torch thread per rendering process: a forked child must not enter the OpenMP pool it inherited (it deadlocks)."
-    torch.set_num_threads(1)
+_SHARED = None   # in a rendering worker only: the parent's shared image array, when the worker was forked
+
+def _worker_init(shared=None):
+    "One torch thread per rendering process (a forked child must not enter the OpenMP pool it inherited: it deadlocks); keep freed memory."
+    global _SHARED
+    torch.set_num_threads(1); tune_allocator(); _SHARED = shared
 
 # %% ../nbs/01_phantom.ipynb #69cff261
 def _render_batch(P, size, blur, want_masks):
@@ -432,7 +463,7 @@ def _render_batch(P, size, blur, want_masks):
     U, V, px = _body_coords(P, size)
     e = px * 1.2
     T1, T2 = _texture(P["seed"], size)
-    B = len(P["seed"]); A = np.zeros((B, size, size), np.float32); M = np.zeros((B, 4, size, size), np.uint8)
+    B = len(P["seed"]); A = np.zeros((B, size, size), np.float32); M = np.zeros((B, 4, size, size), np.uint8) if want_masks else None
     fr, la = np.nonzero(P["view"] != "LL")[0], np.nonzero(P["view"] == "LL")[0]
     if len(fr):
         Q, Uf, Vf, ef = _sub(P, fr), U[fr], V[fr], e[fr]
@@ -454,10 +485,16 @@ def _render_batch(P, size, blur, want_masks):
     if len(la): A[la] = _lateral(_sub(P, la), U[la], V[la], e[la], T1[la], T2[la])[0]
     return _acquire(A, P, size, blur, P["seed"]), M
 
+def _render_job(i, P, size, blur, want_masks):
+    "Render batch `P` (rows i..); a forked worker writes the images into the parent's shared array, others return them."
+    im, m = _render_batch(P, size, blur, want_masks)
+    if _SHARED is None: return im, m
+    _SHARED[i:i + len(im)] = im; return None, m
+
 def render(cohort: pd.DataFrame,   # rows from `sample_cohort`
            size: int = 128,         # output height = width in pixels, 32..1024
            masks: bool = False,     # also return masks (N,4,H,W) uint8 in the order of `MASKS`
-           batch: int = 128,        # images rendered together (memory ~ 40 * batch * size^2 bytes)
+           batch: int = 32,         # images rendered together (memory ~ 40 * batch * size^2 bytes)
            progress: bool = False,
            workers: int | None = None): # processes; None: $MEDSSL_WORKERS or 1 (rows are seeded, so the result is the same)
     "Render every row of `cohort`: float32 images (N,H,W) in [0,1] (and masks)."
@@ -473,11 +510,13 @@ def render(cohort: pd.DataFrame,   # rows from `sample_cohort`
     jobs = ({c: v[i:i + batch] for c, v in cols.items()} for i in starts)
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(starts) > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_worker_init))
-            done = pool.map(_render_batch, jobs, itertools.repeat(size), itertools.repeat(blur), itertools.repeat(masks))
+            ctx = _mp_context(); fork = ctx.get_start_method() == "fork"
+            if fork: imgs = np.frombuffer(mmap.mmap(-1, imgs.nbytes), np.float32).reshape(imgs.shape)   # shared with forked workers: no pickling
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(imgs if fork else None,)))
+            done = pool.map(_render_job, starts, jobs, itertools.repeat(size), itertools.repeat(blur), itertools.repeat(masks))
         else: done = (_render_batch(P, size, blur, masks) for P in jobs)
         for i, (im, m) in zip(tqdm(starts, disable=not progress, desc="render"), done):
-            imgs[i:i + batch] = im
+            if im is not None: imgs[i:i + batch] = im
             if masks: M[i:i + batch] = m
     return (imgs, M) if masks else imgs
 
@@ -689,7 +728,7 @@ def study_labels(cohort: pd.DataFrame, uncertainty: float = .15, label_noise: fl
     return pd.DataFrame(labels, columns=CHEXPERT_LABELS, index=cohort.index), texts
 
 # %% ../nbs/01_phantom.ipynb #0cfc67a1
-VERSION = "2"   # bump when rendering changes, so cached phantom datasets are rebuilt
+VERSION = "3"   # bump when rendering changes, so cached phantom datasets are rebuilt
 
 def _u8(x): return (np.clip(x, 0, 1) * 255 + .5).astype(np.uint8)
 
@@ -911,3 +950,23 @@ def add_cli(subparsers):
     w.add_argument("out")
     w.set_defaults(func=_cli_write)
     return p
+
+# %% ../nbs/01_phantom.ipynb #f76c7fe7
+def site_shift_report(train_site: str = "chexpert", test_sites=("chexpert", "mimic", "nih", "shenzhen"), n: int = 3000,
+                      n_test: int = 1500, size: int = 64, epochs: int = 8, seed: int = 0, difficulty: float = .5) -> pd.DataFrame:
+    "Mean AUC of a CNN trained on `train_site` on each test site (labels with positives there), and site separability from pixels."
+    from sklearn.linear_model import LogisticRegression
+    for s in (train_site, *test_sites): check_site(s)
+    xtr, ytr, _ = make_images(n, size, train_site, seed, difficulty)
+    m, Ptr, rows = train_cnn(xtr, ytr, epochs=epochs, seed=seed), pixels(xtr), []
+    for s in test_sites:
+        xte, yte, _ = make_images(n_test, size, s, seed + 10_000, difficulty)
+        keep = yte.min(0) < yte.max(0)
+        auc = mean_auc(yte[:, keep], cnn_outputs(m, xte)[1][:, keep])[0]
+        Pte, half = pixels(xte), n_test // 2
+        X, d = np.concatenate([Ptr[:n_test], Pte]), np.r_[np.zeros(min(n, n_test)), np.ones(n_test)]
+        tr = np.r_[np.arange(half), min(n, n_test) + np.arange(half)]; te = np.setdiff1d(np.arange(len(d)), tr)
+        sep = LogisticRegression(max_iter=500).fit(X[tr], d[tr]).decision_function(X[te])
+        rows.append(dict(test_site=s, mean_auc=auc, n_labels=int(keep.sum()), site_separability=mean_auc(d[te, None], sep[:, None])[0]))
+    return pd.DataFrame(rows).assign(drop=lambda t: t.mean_auc[t.test_site == train_site].iloc[0] - t.mean_auc if train_site in test_sites else np.nan)
+

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import medssl
-from .core import atomic_write, atomic_dir, cache_key, resolve_profile, PROFILES
+from .core import allocator_env, atomic_write, atomic_dir, cache_key, resolve_profile, scoped_env, PROFILES
 
 # %% auto #0
 __all__ = ['PAPERS', 'DATA', 'CLAIM_COLUMNS', 'RESULT_COLUMNS', 'paper_table', 'claim', 'under_test', 'start_run', 'save_figure',
@@ -133,7 +133,7 @@ def _cell_head(nb_path, exec_count) -> str:
 
 def _run_one(paper: str, params: dict, out: Path, progress: bool) -> dict:
     import papermill as pm
-    with atomic_dir(out/paper, overwrite=True) as tmp:   # the old result stays until the new one is complete
+    with atomic_dir(out/paper, overwrite=True) as tmp, scoped_env(**allocator_env()):   # the old result stays until the new one is complete
         try:
             pm.execute_notebook(str(notebooks_dir()/f"{paper}.ipynb"), str(tmp/"executed.ipynb"), parameters={**params, "out_dir": str(tmp)},
                                 cwd=str(notebooks_dir()), progress_bar=progress, kernel_name="python3")

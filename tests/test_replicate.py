@@ -47,6 +47,19 @@ def test_failure_names_notebook_and_cell_and_leaves_nothing(fake_papers):
     assert not (out/"big_ssl").exists() and (out/"big_ssl.failed.ipynb").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
 
+def test_kernels_start_with_the_allocator_setting(fake_papers, monkeypatch):
+    "The notebook's kernel sees medssl's malloc thresholds; a user's own GLIBC_TUNABLES is kept; the parent's environment is untouched."
+    from medssl.core import MALLOC_TUNABLES
+    nbdir = fake_papers/"nbs"
+    check = "import os\nassert os.environ.get('GLIBC_TUNABLES') == EXPECTED, os.environ.get('GLIBC_TUNABLES')\n" + OK.replace("PAPER", "'moco_cxr'")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    fake_nb(nbdir, "moco_cxr", check.replace("EXPECTED", repr(MALLOC_TUNABLES)))
+    assert replicate(["moco_cxr"], profile="smoke", out=fake_papers/"a", progress=False).status.tolist() == ["ran"]
+    assert "GLIBC_TUNABLES" not in os.environ
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")
+    fake_nb(nbdir, "moco_cxr", check.replace("EXPECTED", "'glibc.malloc.tcache_count=0'"))
+    assert replicate(["moco_cxr"], profile="smoke", out=fake_papers/"b", progress=False).status.tolist() == ["ran"]
+
 def test_cli_exit_codes(fake_papers):
     env = {**os.environ}
     r = subprocess.run(["medssl", "replicate", "--paper", "big_ssl", "--profile", "smoke", "--out", str(fake_papers/"o")], capture_output=True, text=True, env=env)
