@@ -247,10 +247,10 @@ def bench_features_cuda(ctx: BenchContext) -> list[dict]:
 
 # %% ../nbs/17_bench.ipynb #eb7bbeea
 _ALLOC_WORK = {  # name: (what, code printing images/s, images per unit of n)
-    "train": ("cxrnet training step at 64 px, batch 64", "from medssl.models import backbone, train_throughput; "
+    "train": ("cxrnet training step at 64 px, batch 64, {n} steps", "from medssl.models import backbone, train_throughput; "
               "print(train_throughput(backbone('cxrnet'), 64, batch=64, steps={n}))", 64),
-    "render": ("phantom.render at 128 px, one process", "import time; from medssl.phantom import sample_cohort, render; "
-               "c = sample_cohort({n}, seed=0); render(c[:32]); t = time.perf_counter(); render(c, 128, workers=1); "
+    "render": ("phantom.render of {n:,} images at 128 px, one process", "import time; from medssl.phantom import sample_cohort, render; "
+               "c = sample_cohort({n}, seed=0).iloc[:{n}]; render(c[:32]); t = time.perf_counter(); render(c, 128, workers=1); "
                "print(len(c) / (time.perf_counter() - t))", 1)}
 
 def _images_per_s(code: str, tuned: bool) -> float:
@@ -269,7 +269,7 @@ def bench_allocator(ctx: BenchContext) -> list[dict]:
     for key, (what, code, per) in _ALLOC_WORK.items():
         n = (4 if ctx.quick else 15) if key == "train" else (200 if ctx.quick else 1000)
         runs = {t: max(_images_per_s(code.format(n=n), t) for _ in range(1 if ctx.quick else 2)) for t in (False, True)}
-        rows.append(make_row(f"allocator[{key}]", f"{what}: malloc thresholds {MALLOC_TUNABLES.replace(':', ', ')}",
+        rows.append(make_row(f"allocator[{key}]", f"{what.format(n=n)}: malloc thresholds {MALLOC_TUNABLES.replace(':', ', ')}",
                              "the same in a process with glibc's default malloc", n * per / runs[False], n * per / runs[True],
                              per_s=runs[True], notes=f"default malloc: {runs[False]:,.0f} images/s"))
     return rows

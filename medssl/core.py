@@ -110,7 +110,8 @@ def scoped_env(**values):
             else: os.environ[k] = v
 
 # %% ../nbs/00_core.ipynb #0c1d7467
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"   # 32 MiB, 256 MiB
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, 256 << 20   # bytes: arrays below 32 MiB come from the heap; keep up to 256 MiB free
+MALLOC_TUNABLES = f"glibc.malloc.mmap_threshold={_MMAP_THRESHOLD}:glibc.malloc.trim_threshold={_TRIM_THRESHOLD}"
 
 def allocator_env() -> dict:
     "Environment for a child process so glibc keeps freed memory for reuse; empty when `$GLIBC_TUNABLES` is already set."
@@ -118,10 +119,10 @@ def allocator_env() -> dict:
 
 def tune_allocator() -> bool:
     "The same thresholds for this process through glibc's `mallopt`; False where there is no glibc."
-    try: libc = ctypes.CDLL("libc.so.6")
-    except OSError: return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(getattr(libc, "mallopt", lambda *a: 0)(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+    try: mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError): return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                     # glibc malloc.h
+    return bool(mallopt(M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 # %% ../nbs/00_core.ipynb #3afc80e2

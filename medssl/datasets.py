@@ -17,8 +17,8 @@ from .core import atomic_dir, atomic_write, cache_dir, cache_key
 __all__ = ['CHEXPERT_LABELS', 'COMPETITION_LABELS', 'NIH_LABELS', 'UNCERTAIN_POLICIES', 'IMAGE_EXTS', 'DATASETS',
            'resolve_labels', 'read_label_codes', 'apply_policy', 'safe_join', 'BadImageError', 'read_image',
            'load_image', 'XRayDataset', 'patient_split', 'CheXpert', 'report_sections', 'MIMICCXR', 'read_nih_entries',
-           'NIHChestXray14', 'Shenzhen', 'Montgomery', 'VinDrSpineXR', 'SIIMACR', 'IUXray', 'ImageFolder',
-           'label_fraction_draws', 'read_fraction_draws', 'fraction_indices']
+           'NIHChestXray14', 'Shenzhen', 'Montgomery', 'VinDrSpineXR', 'SIIMACR', 'parse_openi', 'IUXray',
+           'ImageFolder', 'label_fraction_draws', 'read_fraction_draws', 'fraction_indices']
 
 # %% ../nbs/02_datasets.ipynb #660184a2
 _log = logging.getLogger("medssl.datasets")
@@ -573,18 +573,23 @@ class SIIMACR(XRayDataset):
                     transform=transform, cache=cache, on_bad_image=on_bad_image, key=(val_frac, seed))
 
 # %% ../nbs/02_datasets.ipynb #4c361032
+def parse_openi(xml: bytes | str) -> dict:
+    "One Open-i / IU X-ray report XML: `uid` (None if absent), `sections` {AbstractText label: text}, MeSH `mesh` major terms, `images` ids."
+    import xml.etree.ElementTree as ET
+    t = ET.fromstring(xml); uid = t.find("uId")
+    return dict(uid=None if uid is None else uid.get("id"), sections={a.get("Label", ""): (a.text or "").strip() for a in t.iter("AbstractText")},
+                mesh=[m.text.strip() for m in t.iter("major") if m.text and m.text.strip()], images=[im.get("id") for im in t.iter("parentImage")])
+
 def _openi_table(root: Path) -> pd.DataFrame:
     "One row per image of Open-i's XML reports (`ecgen-radiology/*.xml`)."
     import xml.etree.ElementTree as ET
     rows = []
     for f in sorted((root/"ecgen-radiology").glob("*.xml"), key=lambda p: (len(p.stem), p.stem)):
-        try: t = ET.parse(f).getroot()
+        try: r = parse_openi(f.read_bytes())
         except ET.ParseError as e: raise ValueError(f"IU X-ray: cannot parse {f}: {e}") from e
-        sec = {a.get("Label"): a.text or "" for a in t.iter("AbstractText")}
-        mesh = [m.text.strip().lower() for m in t.iter("major") if m.text and m.text.strip()]
-        for im in t.iter("parentImage"):
-            rows.append({"uid": f.stem, "path": f"NLMCXR_png/{im.get('id')}.png", "projection": "",
-                         "abnormal": float(any(m != "normal" for m in mesh)),
+        sec, abnormal = r["sections"], float(any(m.lower() != "normal" for m in r["mesh"]))
+        for im in r["images"]:
+            rows.append({"uid": f.stem, "path": f"NLMCXR_png/{im}.png", "projection": "", "abnormal": abnormal,
                          "text": " ".join(f"{sec.get('FINDINGS', '')} {sec.get('IMPRESSION', '')}".split())})
     return pd.DataFrame(rows, columns=["uid", "path", "projection", "abnormal", "text"])
 

@@ -119,17 +119,28 @@ def _patient_params(rng, n, nz, strength, sev):
 
 # %% ../nbs/01_phantom.ipynb #5b4b5733
 _ANATOMY = ("age", "sex", "bw", "bh", "soft", "lw", "dome", "ddiff", "rib_sp", "clav", "mwid")
+_SIDED = {"eff": True, "plo": True, "tb": True, "ptx": False, "con": False, "pna": False, "atl": False, "nod": False, "frx": False}  # key: may be bilateral
+_SIGNED_U = ("con", "pna", "atl", "nod", "frx")   # findings whose horizontal position `{key}_u` carries the side's sign
 
 def _given_patients(patients, n):
-    "Split a per-patient table into severities {key: (n,)} and anatomy {name: (n,)}; `ValueError` on a bad table."
-    if patients is None: return {}, {}
+    "Split a per-patient table into severities, anatomy and sides ({key or name: (n,)} each); `ValueError` on a bad table."
+    if patients is None: return {}, {}, {}
     if len(patients) != n: raise ValueError(f"patients has {len(patients)} rows for n_patients={n}")
-    bad = [c for c in patients.columns if c not in FINDINGS and c not in _ANATOMY]
-    if bad: raise ValueError(f"unknown patients column(s) {bad}; use finding names {list(FINDINGS)} or anatomy {list(_ANATOMY)}")
+    side_cols = {c: FINDINGS[c[:-5]] for c in patients.columns if c.endswith(" side") and FINDINGS.get(c[:-5]) in _SIDED}
+    bad = [c for c in patients.columns if c not in FINDINGS and c not in _ANATOMY and c not in side_cols]
+    if bad: raise ValueError(f"unknown patients column(s) {bad}; use finding names {list(FINDINGS)}, '<finding> side' or anatomy {list(_ANATOMY)}")
     sev = {FINDINGS[c]: patients[c].to_numpy() for c in patients.columns if c in FINDINGS}
     if any(not np.isin(v, (0, 1, 2, 3)).all() for v in sev.values()): raise ValueError("finding severities must be 0, 1, 2 or 3")
-    return {k: v.astype(int) for k, v in sev.items()}, {c: patients[c].to_numpy() for c in patients.columns if c in _ANATOMY}
+    sides = {k: patients[c].to_numpy(float) for c, k in side_cols.items()}
+    if any(not np.isin(v[~np.isnan(v)], (-1, 0, 1)).all() for v in sides.values()): raise ValueError("sides must be -1 (right), 1 (left), 0 (both) or NaN")
+    return {k: v.astype(int) for k, v in sev.items()}, {c: patients[c].to_numpy() for c in patients.columns if c in _ANATOMY}, sides
 
+def _set_sides(pp, sides):
+    "Put findings on the given sides in place (NaN keeps the drawn side; 0 only where the phantom draws both sides)."
+    for k, s in sides.items():
+        ok = ~np.isnan(s) & ((s != 0) | _SIDED[k])
+        pp[f"{k}_side"] = np.where(ok, s, pp[f"{k}_side"]).astype(int)
+        if k in _SIGNED_U: pp[f"{k}_u"] = np.where(ok, np.abs(pp[f"{k}_u"]) * s, pp[f"{k}_u"])
 
 # %% ../nbs/01_phantom.ipynb #4c9ee699
 def sample_cohort(n_patients: int,          # number of patients
@@ -140,7 +151,7 @@ def sample_cohort(n_patients: int,          # number of patients
                   max_studies: int = 3,     # studies per patient are 1..max_studies
                   lateral: bool = True,     # add lateral views at the site's rate
                   prevalence: dict | None = None,  # extra prevalence multipliers {finding name: factor}
-                  patients: pd.DataFrame | None = None,  # one row per patient replacing drawn values: finding names (severity 0..3), anatomy keys
+                  patients: pd.DataFrame | None = None,  # one row per patient replacing drawn values: finding names (severity 0..3), '<finding> side', anatomy keys
                  ) -> pd.DataFrame:
     "Draw patients, their studies and views: one row per image with every parameter the renderer needs."
     if not isinstance(n_patients, (int, np.integer)) or n_patients < 0: raise ValueError(f"n_patients must be a non-negative int, got {n_patients!r}")
@@ -149,9 +160,9 @@ def sample_cohort(n_patients: int,          # number of patients
     st, rng = check_site(site), np.random.default_rng([seed, 1])
     if prevalence: st = dict(st, prev={**st["prev"], **{k: st["prev"].get(k, 1.) * v for k, v in _check_names(prevalence).items()}})
     nz, strength = .5 + difficulty, 1.5 - difficulty
-    sev_given, anat_given = _given_patients(patients, n_patients)
+    sev_given, anat_given, sides = _given_patients(patients, n_patients)
     sev = {**_draw_findings(rng, n_patients, st, findings), **sev_given}
-    pp = {**_patient_params(rng, n_patients, nz, strength, sev), **anat_given}
+    pp = {**_patient_params(rng, n_patients, nz, strength, sev), **anat_given}; _set_sides(pp, sides)
     n_st = rng.integers(1, max_studies + 1, n_patients) if max_studies > 1 else np.ones(n_patients, int)
     rows = []
     for i in range(n_patients):
@@ -485,6 +496,7 @@ def _render_batch(P, size, blur, want_masks):
     if len(la): A[la] = _lateral(_sub(P, la), U[la], V[la], e[la], T1[la], T2[la])[0]
     return _acquire(A, P, size, blur, P["seed"]), M
 
+# %% ../nbs/01_phantom.ipynb #ee4d1334
 def _render_job(i, P, size, blur, want_masks):
     "Render batch `P` (rows i..); a forked worker writes the images into the parent's shared array, others return them."
     im, m = _render_batch(P, size, blur, want_masks)
@@ -955,18 +967,17 @@ def add_cli(subparsers):
 def site_shift_report(train_site: str = "chexpert", test_sites=("chexpert", "mimic", "nih", "shenzhen"), n: int = 3000,
                       n_test: int = 1500, size: int = 64, epochs: int = 8, seed: int = 0, difficulty: float = .5) -> pd.DataFrame:
     "Mean AUC of a CNN trained on `train_site` on each test site (labels with positives there), and site separability from pixels."
-    from sklearn.linear_model import LogisticRegression
     for s in (train_site, *test_sites): check_site(s)
     xtr, ytr, _ = make_images(n, size, train_site, seed, difficulty)
     m, Ptr, rows = train_cnn(xtr, ytr, epochs=epochs, seed=seed), pixels(xtr), []
+    h = min(n, n_test) // 2                              # separability: h images of each site to fit, h to test
+    d = np.r_[np.zeros(h), np.ones(h)][:, None]
     for s in test_sites:
         xte, yte, _ = make_images(n_test, size, s, seed + 10_000, difficulty)
         keep = yte.min(0) < yte.max(0)
         auc = mean_auc(yte[:, keep], cnn_outputs(m, xte)[1][:, keep])[0]
-        Pte, half = pixels(xte), n_test // 2
-        X, d = np.concatenate([Ptr[:n_test], Pte]), np.r_[np.zeros(min(n, n_test)), np.ones(n_test)]
-        tr = np.r_[np.arange(half), min(n, n_test) + np.arange(half)]; te = np.setdiff1d(np.arange(len(d)), tr)
-        sep = LogisticRegression(max_iter=500).fit(X[tr], d[tr]).decision_function(X[te])
-        rows.append(dict(test_site=s, mean_auc=auc, n_labels=int(keep.sum()), site_separability=mean_auc(d[te, None], sep[:, None])[0]))
+        Pte = pixels(xte)
+        sep = probe_auc(np.r_[Ptr[:h], Pte[:h]], d, np.r_[Ptr[h:2 * h], Pte[h:2 * h]], d)[0]
+        rows.append(dict(test_site=s, mean_auc=auc, n_labels=int(keep.sum()), site_separability=sep))
     return pd.DataFrame(rows).assign(drop=lambda t: t.mean_auc[t.test_site == train_site].iloc[0] - t.mean_auc if train_site in test_sites else np.nan)
 

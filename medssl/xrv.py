@@ -5,21 +5,21 @@
 # %% ../nbs/01d_xrv.ipynb #d7442c13
 from __future__ import annotations
 import functools, io, tarfile, zipfile
-import xml.etree.ElementTree as ET
 from importlib.util import find_spec
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
-from .phantom import CHEXPERT_LABELS, FINDINGS, render, sample_cohort, study_labels
+from .datasets import parse_openi
+from .phantom import CHEXPERT_LABELS, FINDINGS, SITES, _SIDED, render, sample_cohort, study_labels
 
 # %% auto #0
 __all__ = ['CHEXPERT_FILE', 'MASKS_FILE', 'REPORTS_FILE', 'DOME_AT', 'LUNG_CLIP', 'MESH_MAP', 'xrv_data_dir', 'has_xrv',
            'read_chexpert', 'sample_chexpert', 'fixture_chexpert', 'chexpert_to_patients', 'label_presence',
            'read_lung_masks', 'lung_shape', 'render_lungs', 'shape_to_anatomy', 'lung_table', 'lung_patients',
            'fixture_masks', 'read_iu_reports', 'fixture_reports', 'parse_mesh', 'report_findings', 'iu_patients',
-           'apply_sides', 'xrv_patients', 'write_xrv_fixture']
+           'xrv_patients', 'write_xrv_fixture']
 
 # %% ../nbs/01d_xrv.ipynb #bfc28d0a
 CHEXPERT_FILE, MASKS_FILE, REPORTS_FILE = "chexpert_train.csv.gz", "semantic_masks_v7labs_lungs.zip", "NLMCXR_reports.tgz"
@@ -98,7 +98,7 @@ def fixture_chexpert(out: str | Path, n_patients: int = 60, seed: int = 0) -> Pa
     return Path(out) / CHEXPERT_FILE
 
 # %% ../nbs/01d_xrv.ipynb #d6913693
-_SEV_P = (.4, .35, .25)                                  # P(mild, moderate, severe) of a present finding, as in medssl.phantom
+_SEV_P = SITES["chexpert"]["sev_p"]                       # P(mild, moderate, severe) of a present finding, as the phantom draws them
 _SAME = [c for c in CHEXPERT_LABELS if c in FINDINGS]    # the 11 labels that are phantom findings by name
 
 def chexpert_to_patients(rows: pd.DataFrame, # real label rows, e.g. from `sample_chexpert`
@@ -263,12 +263,10 @@ _TEXTS = ("comparison", "indication", "findings", "impression")
 
 def _parse_report(data: bytes) -> dict:
     "One IU report XML as a dict of id, the four texts, MeSH major terms and image count."
-    root = ET.fromstring(data)
-    uid = root.find("uId")
-    if uid is None: raise ValueError("not an IU X-ray report: no <uId>")
-    text = {a.get("Label", "").lower(): (a.text or "").strip() or None for a in root.iter("AbstractText")}
-    return dict(id=uid.get("id"), **{k: text.get(k) for k in _TEXTS},
-                mesh=[m.text.strip() for m in root.findall("MeSH/major") if m.text], n_images=len(root.findall("parentImage")))
+    r = parse_openi(data)
+    if r["uid"] is None: raise ValueError("not an IU X-ray report: no <uId>")
+    text = {k.lower(): v or None for k, v in r["sections"].items()}
+    return dict(id=r["uid"], **{k: text.get(k) for k in _TEXTS}, mesh=r["mesh"], n_images=len(r["images"]))
 
 @functools.lru_cache(maxsize=4)
 def _read_reports(path: str, mtime: float) -> pd.DataFrame:
@@ -304,6 +302,8 @@ _XML = """<?xml version="1.0" encoding="utf-8"?>
 {images}
 </eCitation>
 """
+
+# %% ../nbs/01d_xrv.ipynb #e2f53430
 _FIXTURE_REPORTS = [  # (MeSH major terms, FINDINGS, IMPRESSION); None: no such element
     (["normal"], "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.", "Normal chest x-XXXX."),
     (["Cardiomegaly/mild", "Pleural Effusion/right/small"], "The heart is mildly enlarged. Small right pleural effusion.", "Mild cardiomegaly, small right effusion."),
@@ -376,7 +376,7 @@ def iu_patients(n: int, seed: int = 0, data_dir: str | Path | None = None,
                 reports: pd.DataFrame | None = None, # from `read_iu_reports` (read from `data_dir` when None)
                 mapped_only: bool = True, # only reports whose every MeSH term is mapped (or `normal`)
                ) -> tuple[pd.DataFrame, list[str]]:
-    "A `patients` table of `n` real IU reports' findings and their texts (ids in `attrs['report_id']`, sides in `attrs['sides']`)."
+    "A `patients` table of `n` real IU reports' findings and sides, and their texts (report ids in `attrs['report_id']`)."
     r = read_iu_reports(data_dir) if reports is None else reports
     r = r[(r["findings"].notna() | r["impression"].notna()) & (r["mesh"].map(len) > 0)]
     parsed = [report_findings(m) for m in r["mesh"]]
@@ -385,32 +385,11 @@ def iu_patients(n: int, seed: int = 0, data_dir: str | Path | None = None,
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(r): raise ValueError(f"n must be an int in 1..{len(r)} (usable reports), got {n!r}")
     rng = np.random.default_rng([seed, 31]); pick = rng.permutation(len(r))[:n]
     sev = [{f: (parsed[i][0][f] or int(rng.choice([1, 2, 3], p=_SEV_P))) if f in parsed[i][0] else 0 for f in FINDINGS} for i in pick]
-    pt = pd.DataFrame(sev, columns=list(FINDINGS))
-    pt.attrs.update(report_id=r["id"].iloc[pick].tolist(), sides=pd.DataFrame([parsed[i][1] for i in pick], columns=list(FINDINGS), dtype=float))
+    sided = [f for f in FINDINGS if FINDINGS[f] in _SIDED]
+    sides = pd.DataFrame([parsed[i][1] for i in pick], columns=sided, dtype=float).add_suffix(" side")
+    pt = pd.concat([pd.DataFrame(sev, columns=list(FINDINGS)), sides], axis=1)
+    pt.attrs.update(report_id=r["id"].iloc[pick].tolist())
     return pt, [_report_text(r.iloc[i]) for i in pick]
-
-# %% ../nbs/01d_xrv.ipynb #156e1fc5
-_SIDED = {"eff": True, "ptx": False, "plo": True, "tb": True, "con": False, "pna": False, "atl": False, "nod": False, "frx": False}  # key: 0 allowed
-_U = {"con": "con_u", "pna": "pna_u", "atl": "atl_u", "nod": "nod_u", "frx": "frx_u"}                                      # horizontal position follows the side
-
-def apply_sides(cohort: pd.DataFrame, # rows from `sample_cohort`
-                sides: pd.DataFrame,  # one row per patient; finding columns: -1 right, 1 left, 0 bilateral, NaN keep the drawn side
-               ) -> pd.DataFrame:
-    "A copy of `cohort` whose findings lie on the stated sides (bilateral only where the phantom draws it so)."
-    bad = [c for c in sides.columns if FINDINGS.get(c) not in _SIDED and sides[c].notna().any()]
-    if bad: raise ValueError(f"findings without a side in the phantom: {bad}")
-    v = sides.to_numpy(float)
-    if not np.isin(v[~np.isnan(v)], (-1, 0, 1)).all(): raise ValueError(f"sides must be -1, 0, 1 or NaN, got {np.unique(v[~np.isnan(v)])}")
-    pid = cohort["patient"].to_numpy()
-    if len(pid) and pid.max() >= len(sides): raise ValueError(f"sides has {len(sides)} rows for patients 0..{pid.max()}")
-    out = cohort.copy()
-    for c in sides.columns:
-        k = FINDINGS.get(c)
-        if k not in _SIDED: continue
-        s = sides[c].to_numpy(float)[pid]; ok = ~np.isnan(s) & ((s != 0) | _SIDED[k])
-        out.loc[ok, f"{k}_side"] = s[ok].astype(int)
-        if k in _U: out.loc[ok, _U[k]] = np.abs(out.loc[ok, _U[k]].to_numpy()) * s[ok]
-    return out
 
 # %% ../nbs/01d_xrv.ipynb #67631fd7
 def xrv_patients(n: int, seed: int = 0, data_dir: str | Path | None = None,

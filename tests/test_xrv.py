@@ -10,7 +10,7 @@ from PIL import Image
 
 import medssl.xrv as xrv
 from medssl.phantom import CHEXPERT_LABELS, FINDINGS, render, sample_cohort, truth
-from medssl.xrv import (CHEXPERT_FILE, LUNG_CLIP, MASKS_FILE, REPORTS_FILE, apply_sides, chexpert_to_patients, iu_patients,
+from medssl.xrv import (CHEXPERT_FILE, LUNG_CLIP, MASKS_FILE, REPORTS_FILE, chexpert_to_patients, iu_patients,
                         label_presence, lung_patients, lung_shape, lung_table, parse_mesh, read_chexpert, read_iu_reports,
                         read_lung_masks, render_lungs, report_findings, sample_chexpert, shape_to_anatomy, write_xrv_fixture,
                         xrv_data_dir, xrv_patients)
@@ -186,29 +186,27 @@ def test_iu_patients_pairs_text_and_findings(fix):
     for i, rid in enumerate(pt.attrs["report_id"]):
         f, imp = by.loc[rid, "findings"], by.loc[rid, "impression"]
         assert (isinstance(f, str) and f in texts[i]) or (isinstance(imp, str) and imp in texts[i])
-        assert set(pt.columns[pt.iloc[i].to_numpy() > 0]) == set(report_findings(by.loc[rid, "mesh"])[0])
+        sev = pt[list(FINDINGS)].iloc[i]
+        assert set(sev.index[sev.to_numpy() > 0]) == set(report_findings(by.loc[rid, "mesh"])[0])
     i4 = pt.attrs["report_id"].index("CXR4")
-    assert pt.iloc[i4]["Pneumothorax"] == 3 and pt.attrs["sides"].iloc[i4]["Pneumothorax"] == -1
+    assert pt.iloc[i4]["Pneumothorax"] == 3 and pt.iloc[i4]["Pneumothorax side"] == -1
     pt2, texts2 = iu_patients(9, seed=1, data_dir=fix)
     pd.testing.assert_frame_equal(pt2, pt); assert texts2 == texts
     assert "CXR6" in iu_patients(11, seed=0, reports=r, mapped_only=False)[0].attrs["report_id"]
     with pytest.raises(ValueError, match="1..9"): iu_patients(10, reports=r)
 
 
-def test_apply_sides_renders_on_the_stated_side(fix):
+def test_report_sides_render_on_the_stated_side(fix):
     pt, _ = iu_patients(9, seed=1, data_dir=fix)
-    c = sample_cohort(9, seed=0, max_studies=1, lateral=False, patients=pt)
-    c2 = apply_sides(c, pt.attrs["sides"])
+    c = sample_cohort(9, seed=0, max_studies=1, lateral=False, patients=pt)        # sides go in through the patients table
     i4 = pt.attrs["report_id"].index("CXR4")                                      # large right pneumothorax
-    assert c2.loc[c2["patient"] == i4, "ptx_side"].tolist() == [-1]
+    assert c.loc[c["patient"] == i4, "ptx_side"].tolist() == [-1]
     i5 = pt.attrs["report_id"].index("CXR5")                                      # right upper lobe nodule
-    assert (c2.loc[c2["patient"] == i5, "nod_u"] < 0).all()
-    x, m = render(c2[c2["patient"] == i4], 96, masks=True)
+    assert (c.loc[c["patient"] == i5, "nod_u"] < 0).all()
+    x, m = render(c[c["patient"] == i4], 96, masks=True)
     ptx = m[0, 3]
     assert ptx.any() and ptx[:, :48].sum() > 10 * ptx[:, 48:].sum()              # patient right = image left
-    with pytest.raises(ValueError, match="without a side"): apply_sides(c, pd.DataFrame({"Edema": [1.] * 9}))
-    with pytest.raises(ValueError, match="-1, 0, 1"): apply_sides(c, pd.DataFrame({"Pleural Effusion": [3.] * 9}))
-    with pytest.raises(ValueError, match="rows"): apply_sides(c, pt.attrs["sides"].iloc[:2])
+    assert not any(c.endswith(" side") and FINDINGS[c[:-5]] in ("ede", "cmg") for c in pt.columns)   # only findings the phantom sides
 
 
 def test_xrv_patients(fix):
@@ -236,4 +234,4 @@ def test_real_files():
     r = read_iu_reports()
     assert len(r) > 3000 and r["impression"].notna().mean() > .9 and (r["mesh"].map(len) > 0).mean() > .9
     pt, texts = iu_patients(500, seed=0)
-    assert len(texts) == 500 and all(texts) and (pt.to_numpy().sum(1) > 0).mean() > .1
+    assert len(texts) == 500 and all(texts) and (pt[list(FINDINGS)].to_numpy().sum(1) > 0).mean() > .1
