@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MALLOC_TUNABLES', 'PROFILES', 'seed_everything', 'pick_device', 'cache_dir', 'results_dir', 'cache_key',
-           'atomic_write', 'atomic_dir', 'scoped_env', 'allocator_env', 'tune_allocator', 'resolve_profile']
+__all__ = ['MALLOC_TUNABLES', 'PROFILES', 'seed_everything', 'pick_device', 'scoped_env', 'user_path', 'cache_dir', 'results_dir',
+           'cache_key', 'current_umask', 'atomic_write', 'atomic_dir', 'allocator_env', 'tune_allocator',
+           'resolve_profile']
 
 # %% ../nbs/00_core.ipynb #7141eb07
 def seed_everything(seed: int) -> torch.Generator:
@@ -36,17 +37,35 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     return d
 
+# %% ../nbs/00_core.ipynb #6fb92477
+@contextlib.contextmanager
+def scoped_env(**values):
+    "Set environment variables inside the `with` block only (values of None leave a variable alone)."
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is not None: os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 # %% ../nbs/00_core.ipynb #311ce0bb
+def user_path(p: str | Path) -> Path:
+    "`p` made absolute against the current folder, `~` expanded, symlinks left as they are (lexical, like `os.path.abspath`)."
+    return Path(os.path.abspath(os.path.expanduser(str(p))))
+
 def cache_dir(*parts: str) -> Path:
-    "The medssl cache folder (`$MEDSSL_CACHE` or `~/.cache/medssl`), optionally a subfolder; created."
-    root = Path(os.environ.get("MEDSSL_CACHE") or Path.home()/".cache"/"medssl").expanduser()
-    p = root.joinpath(*parts); p.mkdir(parents=True, exist_ok=True)
+    "The medssl cache folder (`$MEDSSL_CACHE` or `~/.cache/medssl`, made absolute), optionally a subfolder; created."
+    p = user_path(os.environ.get("MEDSSL_CACHE") or Path.home()/".cache"/"medssl").joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
     return p
 
 def results_dir(*parts: str) -> Path:
-    "The results folder (`$MEDSSL_RESULTS` or `./medssl-out`), optionally a subfolder; created."
-    root = Path(os.environ.get("MEDSSL_RESULTS") or "medssl-out").expanduser()
-    p = root.joinpath(*parts); p.mkdir(parents=True, exist_ok=True)
+    "The results folder (`$MEDSSL_RESULTS` or `./medssl-out`, made absolute), optionally a subfolder; created."
+    p = user_path(os.environ.get("MEDSSL_RESULTS") or "medssl-out").joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
     return p
 
 # %% ../nbs/00_core.ipynb #fde399ff
@@ -64,12 +83,19 @@ def cache_key(*args, n: int = 16, **kwargs) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #397952f0
+def current_umask() -> int:
+    "This process's file-creation mask (read from `/proc` where possible, so it is never changed, even briefly)."
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    m = os.umask(0o022); os.umask(m); return m
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
-    "Open a temporary file beside `path`; on success rename it over `path`, on error delete it."
+    "Open a temporary file beside `path`; on success rename it over `path` (permissions from the umask), on error delete it."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)   # mkstemp makes 0600
+    os.close(fd); os.chmod(tmp, 0o666 & ~current_umask())
     try:
         with open(tmp, mode, **open_kwargs) as f: yield f
         os.replace(tmp, path)
@@ -84,6 +110,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())                                                      # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():
@@ -94,20 +121,6 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-# %% ../nbs/00_core.ipynb #6fb92477
-@contextlib.contextmanager
-def scoped_env(**values):
-    "Set environment variables inside the `with` block only (values of None leave a variable alone)."
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is not None: os.environ[k] = str(v)
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
 
 # %% ../nbs/00_core.ipynb #0c1d7467
 _MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, 256 << 20   # bytes: arrays below 32 MiB come from the heap; keep up to 256 MiB free

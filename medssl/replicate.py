@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import medssl
-from .core import allocator_env, atomic_write, atomic_dir, cache_key, resolve_profile, scoped_env, PROFILES
+from .core import allocator_env, atomic_write, atomic_dir, cache_dir, cache_key, resolve_profile, scoped_env, user_path, PROFILES
 
 # %% auto #0
 __all__ = ['PAPERS', 'DATA', 'CLAIM_COLUMNS', 'RESULT_COLUMNS', 'paper_table', 'claim', 'under_test', 'start_run', 'save_figure',
@@ -131,12 +131,17 @@ def _cell_head(nb_path, exec_count) -> str:
         if c.get("execution_count") == exec_count: return c.source.strip().splitlines()[0][:80] if c.source.strip() else ""
     return "?"
 
+def _kernel_env() -> dict:
+    "What a notebook's kernel is started with: medssl's malloc thresholds and an absolute cache folder."
+    return {**allocator_env(), "MEDSSL_CACHE": str(cache_dir())}
+
 def _run_one(paper: str, params: dict, out: Path, progress: bool) -> dict:
+    "Execute one paper's notebook into a staging folder of the absolute `out`, which is also the kernel's working folder."
     import papermill as pm
-    with atomic_dir(out/paper, overwrite=True) as tmp, scoped_env(**allocator_env()):   # the old result stays until the new one is complete
+    with atomic_dir(out/paper, overwrite=True) as tmp, scoped_env(**_kernel_env()):   # the old result stays until the new one is complete
         try:
             pm.execute_notebook(str(notebooks_dir()/f"{paper}.ipynb"), str(tmp/"executed.ipynb"), parameters={**params, "out_dir": str(tmp)},
-                                cwd=str(notebooks_dir()), progress_bar=progress, kernel_name="python3")
+                                cwd=str(tmp), progress_bar=progress, kernel_name="python3")
         except pm.PapermillExecutionError as e:
             keep = out/f"{paper}.failed.ipynb"; shutil.copy2(tmp/"executed.ipynb", keep)
             raise ReplicationError(f"{paper}.ipynb failed in cell [{e.exec_count}] `{_cell_head(keep, e.exec_count)}` ({e.ename}: {e.evalue}); executed copy: {keep}") from None
@@ -152,7 +157,7 @@ def replicate(papers: list[str] | None = None, profile: str = "cpu", params: dic
     bad = [p for p in papers if p not in PAPERS]
     if bad: raise ValueError(f"unknown paper(s) {bad}; choose from {list(PAPERS)}")
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = user_path(out); out.mkdir(parents=True, exist_ok=True)   # resolved here, where the user ran the command, never in a kernel
     rows = []
     for paper in (bar := tqdm(papers, desc="replications", disable=not progress)):
         declared = notebook_parameters(paper)
