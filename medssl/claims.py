@@ -30,6 +30,7 @@ class Claim:
     margin: float = math.nan    # null claims: the equivalence margin on our effect's scale
     margin_source: str = ""     # null claims: where the margin comes from
     reason: str = ""            # not_applicable: why it cannot be tested here
+    effect: str = ""            # what our number for the claim is, e.g. 'AUC(MoCo, linear) - AUC(ImageNet, linear) at 0.1%'
     def __post_init__(self):
         if self.kind not in KINDS: raise ValueError(f"unknown claim kind {self.kind!r}; one of {KINDS}")
         if self.kind == "directional" and self.expect not in (1, -1): raise ValueError(f"expect must be +1 or -1, got {self.expect!r}")
@@ -57,7 +58,7 @@ def verdict(claim: Claim, effect: float, lo: float, hi: float) -> tuple[str, str
     return "inconclusive", "interval contains 0"
 
 # %% ../nbs/12a_claims.ipynb #f1af7c27
-SCORE_COLUMNS = ["paper", "id", "where", "claim", "kind", "paper_effect", "paper_ci_low", "paper_ci_high", "margin",
+SCORE_COLUMNS = ["paper", "id", "where", "claim", "effect", "kind", "paper_effect", "paper_ci_low", "paper_ci_high", "margin",
                  "ours_effect", "ours_ci_low", "ours_ci_high", "outcome", "reason", "explain", "note"]
 
 def score(claims: list[Claim], ours: dict, explain: dict | None = None) -> pd.DataFrame:
@@ -71,7 +72,7 @@ def score(claims: list[Claim], ours: dict, explain: dict | None = None) -> pd.Da
         e, lo, hi, *note = ours.get(c.id, (math.nan, math.nan, math.nan))
         out, why = verdict(c, e, lo, hi)
         if c.id not in ours and c.kind != "not_applicable": why = "not measured in this run"
-        rows.append(dict(zip(SCORE_COLUMNS, [c.paper, c.id, c.where, c.text, c.kind, c.paper_effect, *c.paper_ci, c.margin,
+        rows.append(dict(zip(SCORE_COLUMNS, [c.paper, c.id, c.where, c.text, c.effect, c.kind, c.paper_effect, *c.paper_ci, c.margin,
                                              e, lo, hi, out, why, (explain or {}).get(c.id, ""), note[0] if note else ""])))
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
