@@ -33,7 +33,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['medssl', 'medssl.*']),
     include_package_data=True,
-    package_data={'medssl': ['data/*.csv', 'data/*/*.csv', 'data/*/*.md']},
+    package_data={'medssl': ['data/*.csv', 'data/*/*.csv', 'data/*/*.md', 'data/*/*.pt', 'data/*/*.json']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'xrv': xrv_requirements},
     python_requires='>=' + min_python,

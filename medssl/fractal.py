@@ -80,6 +80,7 @@ def points_to_images(pts: np.ndarray, # (B, N, 2) points
 
 # %% ../nbs/01c_fractal.ipynb #fb67cd52
 KINDS = {"coarse": dict(n_classes=10, n_parents=10, child_sigma=0.0, jitter=0.03),
+         "coarse-100": dict(n_classes=100, n_parents=100, child_sigma=0.0, jitter=0.03),   # FractalDB-100-like: the ImageNet stand-in
          "fine": dict(n_classes=100, n_parents=10, child_sigma=0.05, jitter=0.015)}
 
 def _fill(maps, rng, grid=32):
