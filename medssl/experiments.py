@@ -12,7 +12,7 @@ from .core import PROFILES
 from . import datasets, phantom, models
 
 # %% auto #0
-__all__ = ['SHARED', 'SSL_HPARAMS', 'shared', 'chexpert_root', 'chest_data', 'natural_init', 'ssl_pretrain']
+__all__ = ['SHARED', 'SSL_HPARAMS', 'shared', 'source', 'chexpert_root', 'chest_data', 'natural_init', 'ssl_pretrain']
 
 # %% ../nbs/16_experiments.ipynb #18c31a56
 SHARED = {
@@ -28,6 +28,16 @@ def shared(profile: str) -> dict:
     "The shared settings (phantom size, image size, pretraining budget) of `profile`."
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     return dict(SHARED[profile])
+
+# %% ../nbs/16_experiments.ipynb #aa926c00
+def source(data: dict | None, name: str, layout: str | None = None, **phantom_kw) -> tuple[Path, bool]:
+    "(root, real): the real root `data[name]` (checked to exist), or the cached phantom of `layout` (default `name`) written with `phantom_kw`."
+    from medssl.core import user_path
+    if data and data.get(name):
+        root = user_path(data[name])
+        if not root.is_dir(): raise FileNotFoundError(f"{name}: data root {root} not found")
+        return root, True
+    return phantom.phantom_root(layout or name, progress=False, **phantom_kw), False
 
 # %% ../nbs/16_experiments.ipynb #e973f802
 def chexpert_root(data_root=None, profile: str = "cpu", site: str = "chexpert", seed: int = 0, layout: str = "chexpert") -> Path:

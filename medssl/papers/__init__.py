@@ -15,11 +15,12 @@ from ..core import PROFILES, resolve_profile
 from ..claims import Claim
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'DATA', 'PROTOCOL_COLUMNS', 'KINDS', 'paper_table', 'resolve', 'claims_table', 'claims', 'Setting',
-           'protocol_table', 'Stage', 'Paper']
+__all__ = ['DATA', 'PAPER_RESULTS', 'PROTOCOL_COLUMNS', 'KINDS', 'paper_table', 'resolve', 'claims_table', 'claims', 'Setting',
+           'protocol_table', 'protocol_rows', 'Stage', 'Paper', 'arm_auc', 'contrast']
 
 # %% ../../nbs/18_papers.ipynb #8cc89f67
-PAPER_RESULTS = Path(medssl.__file__).parent/"data"/"paper_results"
+DATA = Path(medssl.__file__).parent/"data"
+PAPER_RESULTS = DATA/"paper_results"
 
 def paper_table(name: str) -> pd.DataFrame:
     "A digitised table of published results, e.g. `paper_table('moco_cxr_table1_auc_improvement')`."
@@ -46,8 +47,6 @@ def resolve(ref: dict) -> tuple[float, tuple[float, float]]:
     raise ValueError(f"unknown reference {ref!r}; use T (one row), M (mean of rows) or D (difference)")
 
 # %% ../../nbs/18_papers.ipynb #279fc545
-DATA = Path(medssl.__file__).parent/"data"
-
 def claims_table(paper: str) -> pd.DataFrame:
     "The claims file of `paper` as a table."
     p = DATA/"claims"/f"{paper}.csv"
@@ -78,10 +77,16 @@ class Setting:
 PROTOCOL_COLUMNS = ["stage", "setting", "paper", "source", "paper profile", "cpu profile", "why it differs"]
 
 def protocol_table(rows: list[Setting]) -> pd.DataFrame:
-    "The protocol as a table; a row whose profiles differ from the paper must say why."
-    bad = [f"{r.stage}: {r.setting}" for r in rows if (r.cpu != r.paper or r.paper_profile != r.paper) and r.cpu != "same" and not r.why]
+    "The protocol as a table; a row whose `cpu` profile differs from the `paper` profile must say why."
+    bad = [f"{r.stage}: {r.setting}" for r in rows if r.cpu.strip() not in ("same", r.paper_profile.strip()) and not r.why.strip()]
     if bad: raise ValueError(f"settings that differ from the paper without a reason: {bad}")
     return pd.DataFrame([[r.stage, r.setting, r.paper, r.source, r.paper_profile, r.cpu, r.why] for r in rows], columns=PROTOCOL_COLUMNS)
+
+def protocol_rows(paper: str) -> list[Setting]:
+    "The protocol of `paper` from `medssl/data/protocols/<paper>.csv`."
+    p = DATA/"protocols"/f"{paper}.csv"
+    if not p.exists(): raise ValueError(f"no protocol file for {paper!r} at {p}")
+    return [Setting(*r) for r in pd.read_csv(p, keep_default_na=False)[["stage", "setting", "paper", "source", "paper_profile", "cpu", "why"]].itertuples(index=False)]
 
 # %% ../../nbs/18_papers.ipynb #d2daa7ae
 KINDS = ("pretrain", "finetune", "probe", "segment")
@@ -124,3 +129,20 @@ class Paper:
     def stages(self, cfg: dict) -> list:
         "The stages a run with settings `cfg` executes."
         return [] if self.plan is None else list(self.plan(cfg))
+
+# %% ../../nbs/18_papers.ipynb #e4095db6
+def arm_auc(y, S, B: int = 500, seed: int = 0) -> tuple[float, np.ndarray]:
+    "Mean over the columns of `S` (n, k) (draws, seeds) of the AUC against labels `y` (n,): on the full test set, and on `B` resamples."
+    from medssl.stats import bootstrap_ci
+    S = np.asarray(S, float); S = S[:, None] if S.ndim == 1 else S
+    y2 = np.repeat(np.asarray(y, float).reshape(-1, 1), S.shape[1], 1)
+    r = bootstrap_ci(y2, S, B=B, seed=seed, average="mean")
+    return float(r.estimate[-1]), r.replicates[:, -1]
+
+def contrast(terms: list, level: float = 0.95) -> tuple[float, float, float]:
+    "(effect, low, high) of `sum(w * arm)` for `terms` = [(w, (estimate, replicates)), ...] (percentile interval)."
+    est = sum(w * a[0] for w, a in terms)
+    reps = sum(w * a[1] for w, a in terms)
+    reps = reps[np.isfinite(reps)]
+    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)]) if len(reps) else (np.nan, np.nan)
+    return float(est), float(lo), float(hi)
