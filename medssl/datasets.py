@@ -14,11 +14,11 @@ from tqdm.auto import tqdm
 from .core import atomic_dir, atomic_write, cache_dir, cache_key
 
 # %% auto #0
-__all__ = ['DatasetProtocol', 'dataset_identity', 'read_table', 'check_root', 'safe_join', 'join_under', 'XRayDataset',
-           'patient_split', 'split_mask', 'ImageFolder', 'label_fraction_draws', 'read_fraction_draws',
-           'fraction_indices', 'deprecated_aliases', 'CHEXPERT_LABELS', 'COMPETITION_LABELS', 'UNCERTAIN_POLICIES',
-           'resolve_labels', 'read_label_codes', 'apply_policy', 'BadImageError', 'DICOM_PLUGINS', 'IMAGE_EXTS',
-           'dicom_decoder_missing', 'read_image', 'load_image']
+__all__ = ['DatasetProtocol', 'dataset_identity', 'XRayDataset', 'patient_split', 'split_mask', 'ImageFolder',
+           'label_fraction_draws', 'read_fraction_draws', 'fraction_indices', 'deprecated_aliases', 'CHEXPERT_LABELS',
+           'COMPETITION_LABELS', 'UNCERTAIN_POLICIES', 'resolve_labels', 'read_label_codes', 'apply_policy',
+           'check_root', 'read_table', 'PathColumn', 'safe_join', 'as_strings', 'join_under', 'BadImageError',
+           'DICOM_PLUGINS', 'IMAGE_EXTS', 'dicom_decoder_missing', 'read_image', 'load_image']
 
 # %% ../nbs/02_datasets.ipynb #f97a66f6
 _log = logging.getLogger("medssl.datasets")
@@ -45,46 +45,11 @@ def dataset_identity(kind: str, labels, patients, root=None) -> str:
 
 # %% ../nbs/02_datasets.ipynb #4ef89c8c
 from .labels import CHEXPERT_LABELS, COMPETITION_LABELS, UNCERTAIN_POLICIES, resolve_labels, read_label_codes, apply_policy
-from .images import BadImageError, DICOM_PLUGINS, IMAGE_EXTS, dicom_decoder_missing, read_image, load_image
+from .files import (check_root, read_table, PathColumn, safe_join, as_strings, join_under, BadImageError, DICOM_PLUGINS,
+                          IMAGE_EXTS, dicom_decoder_missing, read_image, load_image)
 _all_ = ["CHEXPERT_LABELS", "COMPETITION_LABELS", "UNCERTAIN_POLICIES", "resolve_labels", "read_label_codes", "apply_policy",
-         "BadImageError", "DICOM_PLUGINS", "IMAGE_EXTS", "dicom_decoder_missing", "read_image", "load_image"]
-
-# %% ../nbs/02_datasets.ipynb #a2b37930
-def read_table(path: Path, required: list, what: str, **kw) -> pd.DataFrame:
-    "Read a CSV (plain or .gz) as text and check its `required` columns, naming the file on error."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{what}: {path} not found")
-    try: df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], **kw)
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as e:
-        raise ValueError(f"{what}: cannot read {path} as a CSV table: {e}") from e
-    missing = [c for c in required if c not in df.columns]
-    if missing: raise ValueError(f"{path.name}: missing column(s) {missing}; found {list(df.columns)}")
-    return df
-
-def check_root(root, name: str) -> Path:
-    "`root` as an absolute path (lexically: symbolic links are kept), or `FileNotFoundError` naming the dataset."
-    root = Path(os.path.abspath(Path(root).expanduser()))
-    if not root.is_dir(): raise FileNotFoundError(f"{name}: dataset root {root} not found")
-    return root
-
-# %% ../nbs/02_datasets.ipynb #b87ae1e7
-_ODD = re.compile(r"(^|/)\.{1,2}(/|$)|//|\\|^/|^[A-Za-z]:")
-
-def safe_join(root: Path, rel: str, source: str = "") -> Path:
-    "`root/rel` with `rel` normalised lexically; refuses an empty or absolute `rel` and one that climbs out with `..`."
-    rel = str(rel); norm = posixpath.normpath(rel.replace("\\", "/")) if rel else ""
-    if not rel or os.path.isabs(rel) or re.match(r"^([A-Za-z]:)?[\\/]", rel) or norm == "." or norm == ".." or norm.startswith("../"):
-        raise ValueError(f"{source}: path {rel!r} escapes the dataset root {root}; refused")
-    return Path(root)/norm
-
-def join_under(root: Path, rels, source: str = "") -> list:
-    "`safe_join` of a whole column of relative paths (vectorised; no file-system calls)."
-    s = pd.Series(rels, dtype=object).astype(str)
-    odd = s.str.contains(_ODD) | (s == "")
-    base = str(root).rstrip("/") + "/"
-    out = [Path(base + r) for r in s.to_numpy()]
-    for k in np.flatnonzero(odd.to_numpy()): out[k] = safe_join(root, s.iloc[k], source)
-    return out
+         "check_root", "read_table", "PathColumn", "safe_join", "as_strings", "join_under", "BadImageError", "DICOM_PLUGINS", "IMAGE_EXTS",
+         "dicom_decoder_missing", "read_image", "load_image"]
 
 # %% ../nbs/02_datasets.ipynb #3b9f3bd0
 class XRayDataset(torch.utils.data.Dataset):
@@ -110,12 +75,12 @@ def _setup(self, root, split, paths, labels, pathologies, patients, studies=None
     if on_bad_image not in ("error", "skip"): raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     if size is not None and (not isinstance(size, (int, np.integer)) or size < 1): raise ValueError(f"size must be a positive int, got {size!r}")
     self.root, self.split, self.size, self.transform = Path(root), split, size, transform
-    self.paths = [Path(p) for p in paths]
+    self.paths = paths if isinstance(paths, PathColumn) else PathColumn(paths)
     self.labels = np.asarray(labels, np.float32).reshape(n, len(pathologies))
     self.pathologies = list(pathologies)
-    self.patients = np.asarray([str(p) for p in patients], dtype=object)
-    self.studies = np.asarray([str(s) for s in studies] if studies is not None else [p.stem for p in self.paths], dtype=object)
-    self.views = np.asarray([str(v) for v in views] if views is not None else [""]*n, dtype=object)
+    self.patients = np.asarray(as_strings(patients), dtype=object)
+    self.studies = np.asarray(as_strings(studies) if studies is not None else [p.stem for p in self.paths], dtype=object)
+    self.views = np.asarray(as_strings(views) if views is not None else [""]*n, dtype=object)
     self._texts = list(texts) if texts is not None else [""]*n
     self.mask_paths = masks  # list of tuples of paths (one per mask channel) or None
     self._rows, self._cache_path, self._mm, self.skipped = np.arange(n), None, None, []
@@ -132,7 +97,7 @@ XRayDataset._setup = _setup
 def _keep(self, idx):
     "Restrict every per-image column to `idx` (in place)."
     idx = np.asarray(idx, int)
-    self.paths = [self.paths[i] for i in idx]; self.labels = self.labels[idx]
+    self.paths = self.paths[idx]; self.labels = self.labels[idx]
     self.patients, self.studies, self.views = self.patients[idx], self.studies[idx], self.views[idx]
     self._texts = [self._texts[i] for i in idx]; self._rows = self._rows[idx]
     if self.mask_paths is not None: self.mask_paths = [self.mask_paths[i] for i in idx]
@@ -162,7 +127,7 @@ XRayDataset._scan_bad = _scan_bad
 def _build_cache(self, key=()):
     "Open the decoded-image cache of this dataset, building it first if needed."
     s, n = self.size, len(self)
-    files = [str(p) for p in self.paths]
+    files = self.paths.strings.tolist()
     k = cache_key(self.name, self.split, s, str(self.root.resolve()), files, self.mask_paths, *key)
     d = cache_dir("decoded")/f"{self.name}-{self.split}-{s}px-{k}"
     if not (d/"meta.json").exists():

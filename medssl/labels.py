@@ -30,7 +30,7 @@ def resolve_labels(labels: str | list = "all", # "all", "competition", one name,
 
 # %% ../nbs/01f_labels.ipynb #ea8a8880
 def read_label_codes(df: pd.DataFrame, # the table, one row per image or study
-                     columns: list,    # label columns to read
+                     columns: list,    # label columns to read (text or numbers)
                      source: str = "", # file name for error messages
                     ) -> np.ndarray:  # (N, L) float32 in {1, 0, -1, NaN (blank)}
     "Validated CheXpert-style label codes: 1 / 0 / -1 or blank (NaN)."
@@ -40,8 +40,8 @@ def read_label_codes(df: pd.DataFrame, # the table, one row per image or study
     for j, c in enumerate(columns):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
         bad = ~(np.isnan(v) | np.isin(v, (1.0, 0.0, -1.0)))
-        k = np.flatnonzero(np.isnan(v))              # a NaN is a blank, or a value that is not a number
-        if len(k): s = df[c].iloc[k]; bad[k] = (s.notna() & (s.astype(str).str.strip() != "")).to_numpy()
+        k = np.flatnonzero(np.isnan(v) & df[c].notna().to_numpy())     # not a number, yet not blank: text
+        if len(k): bad[k] = (df[c].iloc[k].astype(str).str.strip() != "").to_numpy()
         if bad.any():
             k = int(np.argmax(bad)); v0 = df[c].iloc[k]; v0 = repr(v0) if isinstance(v0, str) else v0
             raise ValueError(f"{source}: unknown label value {v0} in column {c!r} (row {k + 2}); expected 1, 0, -1 or blank")

@@ -4,12 +4,13 @@
 
 # %% ../../nbs/02b_chexpert.ipynb #e6cb8cda
 from __future__ import annotations
+import re
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from ..core import atomic_dir
-from ..datasets import (CHEXPERT_LABELS, XRayDataset, apply_policy, check_root, join_under, read_label_codes,
+from ..datasets import (CHEXPERT_LABELS, PathColumn, XRayDataset, apply_policy, as_strings, check_root, join_under, read_label_codes,
                              read_table, resolve_labels)
 from ..phantom import sample_cohort, render, study_labels, truth
 from .base import check_writer_args, expect_images, expect_table, save_image
@@ -27,17 +28,28 @@ def chexpert_tables(root: Path) -> Path | None:
         if (d/"train.csv").is_file() or (d/"valid.csv").is_file(): return d
     return None
 
-def chexpert_paths(folder: Path, paths: pd.Series, source: str = "") -> list:
-    "The image files of a CheXpert `Path` column: relative to the CSV's `folder`, without a leading `CheXpert-v1.0*/`."
-    return join_under(folder, paths.astype(str).str.replace(r"^CheXpert-v1\.0[^/]*/", "", regex=True), source)
+_PREFIX = re.compile(r"^CheXpert-v1\.0[^/\n]*/", re.M)
 
-# %% ../../nbs/02b_chexpert.ipynb #fda114df
-def chexpert_ids(paths: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    "Patient (the `patient*` folder, else the third part from the end) and study (`patient/studyN`) of each CSV path."
-    s = paths.astype(str)
-    tail = s.str.extract(r"([^/]*)/([^/]*)/[^/]*$")
-    pat = s.str.extract(r"(?:^|/)(patient[^/]*)/", expand=False).fillna(tail[0]).fillna("")
-    return pat.to_numpy(object), (pat + "/" + tail[1].fillna("")).to_numpy(object)
+def chexpert_paths(folder: Path, paths, source: str = "") -> PathColumn:
+    "The image files of a CheXpert `Path` column: relative to the CSV's `folder`, without a leading `CheXpert-v1.0*/`."
+    rels = as_strings(paths); text = "\n".join(rels)
+    pre = rels[0].split("/", 1)[0] + "/" if rels and rels[0].startswith("CheXpert-v1.0") else None
+    if pre and text.startswith(pre) and text.count("\n" + pre) == len(rels) - 1: rels = [p[len(pre):] for p in rels]  # the usual case
+    else: rels = [_PREFIX.sub("", p) for p in rels]
+    return join_under(folder, rels, source)
+
+# %% ../../nbs/02b_chexpert.ipynb #adfd7591
+def _ids(path: str) -> tuple[str, str]:
+    "Patient (the first `patient*` part, else the third part from the end) and study folder of one path."
+    pt = path.split("/"); pt = [""] * (3 - len(pt)) + pt
+    return next((q for q in pt if q.startswith("patient")), pt[-3]), pt[-2]
+
+def chexpert_ids(paths) -> tuple[np.ndarray, np.ndarray]:
+    "Patient and study (`patient00001/study1`) of each CSV path: `.../patientN/studyM/viewK.jpg` in one pass, others one by one."
+    rels = as_strings(paths)
+    ids = re.findall(r"(patient[^/\n]*)/([^/\n]*)/[^/\n]*$", "\n".join(rels), re.M)
+    if len(ids) != len(rels): ids = [_ids(p) for p in rels]
+    return np.array([a for a, _ in ids], object), np.array([f"{a}/{b}" for a, b in ids], object)
 
 # %% ../../nbs/02b_chexpert.ipynb #40d180db
 class CheXpert(XRayDataset):
@@ -50,7 +62,7 @@ class CheXpert(XRayDataset):
         folder = chexpert_tables(root) or root
         csvp = folder/f"{split}.csv"
         if not csvp.exists(): raise FileNotFoundError(f"CheXpert: {csvp} not found (nor in {', '.join(f + '/' for f in CHEXPERT_FOLDERS)})")
-        df = read_table(csvp, ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS], "CheXpert")
+        df = read_table(csvp, ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS], "CheXpert", dtype=dict.fromkeys(["Path", "Frontal/Lateral", "AP/PA"], str))
         views = [views] if isinstance(views, str) else list(views)
         if any(v not in ("frontal", "lateral") for v in views): raise ValueError(f"views must be frontal/lateral, got {views!r}")
         keep = df["Frontal/Lateral"].str.lower().isin(views)

@@ -55,9 +55,10 @@ def read_reports(folder: Path, rel, sections=("IMPRESSION",), missing: str = "er
 # %% ../../nbs/02c_mimic.ipynb #6c4dfe7a
 def _mimic_rows(root, split, names, labeler, views) -> pd.DataFrame:
     "The metadata rows of `split` and `views`, each with its split and its study's labels."
-    meta = read_table(mimic_table(root, "metadata"), ["dicom_id", "subject_id", "study_id", "ViewPosition"], "MIMIC-CXR")
-    sp = read_table(mimic_table(root, "split"), ["dicom_id", "split"], "MIMIC-CXR")
-    lab = read_table(mimic_table(root, labeler), ["subject_id", "study_id", *names], "MIMIC-CXR")
+    meta = read_table(mimic_table(root, "metadata"), ["dicom_id", "subject_id", "study_id", "ViewPosition"], "MIMIC-CXR", only=True)
+    sp = read_table(mimic_table(root, "split"), ["dicom_id", "split"], "MIMIC-CXR", only=True)
+    lab = read_table(mimic_table(root, labeler), ["subject_id", "study_id", *names], "MIMIC-CXR", only=True,
+                     dtype={"subject_id": str, "study_id": str})            # label columns as numbers: read faster
     df = meta.merge(sp[["dicom_id", "split"]], on="dicom_id", how="left")
     if df["split"].isna().any(): raise ValueError(f"{mimic_table(root, 'split').name}: no split for dicom_id {df.loc[df['split'].isna(), 'dicom_id'].iloc[0]}")
     if split != "all": df = df[df["split"] == split]

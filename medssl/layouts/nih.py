@@ -61,13 +61,14 @@ def nih_image_paths(root: Path, names) -> list:
 # %% ../../nbs/02d_nih.ipynb #1ec1f5af
 def nih_labels(df: pd.DataFrame, source: str = "") -> np.ndarray:
     "(N, 14) float32 of the pipe-separated `Finding Labels` (columns in `NIH_LABELS` order); `ValueError` naming an unknown one."
-    f = df["Finding Labels"].fillna("")
-    d = f.str.get_dummies(sep="|")
-    bad = [c for c in d.columns if c not in NIH_LABELS and c != "No Finding"] + ([""] if (f == "").any() else [])
-    if bad:
-        i = int(np.flatnonzero(d[bad[0]].to_numpy() > 0)[0]) if bad[0] else int(np.flatnonzero((f == "").to_numpy())[0])
-        raise ValueError(f"{source}: unknown finding {bad[0]!r} in 'Finding Labels' (row {i + 2})")
-    return d.reindex(columns=NIH_LABELS, fill_value=0).to_numpy(np.float32)
+    codes, combos = pd.factorize(df["Finding Labels"].fillna(""))          # a few hundred distinct combinations
+    table = np.zeros((len(combos), len(NIH_LABELS)), np.float32)
+    for k, combo in enumerate(combos):
+        for x in combo.split("|"):
+            if x in NIH_LABELS: table[k, NIH_LABELS.index(x)] = 1
+            elif x != "No Finding":
+                raise ValueError(f"{source}: unknown finding {x!r} in 'Finding Labels' (row {int(np.argmax(codes == k)) + 2})")
+    return table[codes]
 
 # %% ../../nbs/02d_nih.ipynb #62f0793b
 class NIHChestXray14(XRayDataset):

@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 from ..core import atomic_dir, cache_dir, cache_key
 from ..datasets import XRayDataset, check_root, join_under, read_table, split_mask
-from ..images import dicom_decoder_missing
+from ..files import dicom_decoder_missing
 from ..spine import _CHUNK, _check_size, sample_spine, draw_spine, spine_boxes
 from .base import expect_dir, expect_images, expect_table
 
