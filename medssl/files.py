@@ -60,12 +60,14 @@ def _odd(q: str) -> bool:
 def as_strings(values) -> list:
     "A column (Series, array, list) as a list of `str`, fast (`tolist` first; non-strings such as NaN through `str`)."
     v = values.tolist() if hasattr(values, "tolist") else list(values)
-    return [x if isinstance(x, str) else str(x) for x in v]
+    try: "".join(v); return v                          # all str already: one pass in C
+    except TypeError: return [x if isinstance(x, str) else str(x) for x in v]
 
-def join_under(root: Path, rels, source: str = "") -> PathColumn:
-    "`safe_join` of a whole column of relative paths, as a `PathColumn` (no file-system calls)."
-    rels = as_strings(rels); text = "\n".join(rels)
-    base = str(root).rstrip("/") + "/"; out = np.array([base + r for r in rels], dtype=object)
+def join_under(root: Path, rels, source: str = "", strip: int = 0) -> PathColumn:
+    "`safe_join` of a whole column of relative paths (each without its first `strip` characters) as a `PathColumn`, with no file-system call."
+    rels = as_strings(rels)
+    if strip: rels = [r[strip:] for r in rels]
+    text = "\n".join(rels); base = str(root).rstrip("/") + "/"; out = np.array([base + r for r in rels], dtype=object)
     if not rels or text[:1] in ("", ".", "/") or any(x in text for x in ("/.", "\n.", "//", "\\", "\n/", ":", "\n\n")) or text.endswith("\n"):
         for k in [k for k, q in enumerate(rels) if _odd(q)]: out[k] = str(safe_join(root, rels[k], source))
     return PathColumn(out)

@@ -6,8 +6,10 @@
 from __future__ import annotations
 import argparse
 from pathlib import Path
+import numpy as np
+import pandas as pd
 from ..core import cache_dir, cache_key, scoped_env
-from ..datasets import ImageFolder
+from ..datasets import CHEXPERT_LABELS, ImageFolder
 from ..phantom import SITES, VERSION
 from ..phantom.cohort import _workers
 from .base import Layout
@@ -26,10 +28,11 @@ _all_ = ["Layout", "CheXpert", "write_chexpert", "MIMICCXR", "MIMIC_LABELS", "wr
          "VinDrSpineXR", "VINDR_COLUMNS", "write_vindr_spine", "spine_root", "SIIMACR", "write_siim_like", "IUXray", "parse_openi"]
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'DATASETS', 'WRITERS', 'phantom_root', 'add_cli', 'Layout', 'CheXpert', 'write_chexpert', 'MIMICCXR',
-           'MIMIC_LABELS', 'write_mimic', 'NIHChestXray14', 'NIH_LABELS', 'NIH_HEADER', 'read_nih_entries', 'write_nih',
-           'Shenzhen', 'Montgomery', 'write_shenzhen', 'write_montgomery', 'VinDrSpineXR', 'VINDR_COLUMNS',
-           'write_vindr_spine', 'spine_root', 'SIIMACR', 'write_siim_like', 'IUXray', 'parse_openi']
+__all__ = ['LAYOUTS', 'DATASETS', 'WRITERS', 'TABLE_ROWS', 'phantom_root', 'write_tables', 'add_cli', 'Layout', 'CheXpert',
+           'write_chexpert', 'MIMICCXR', 'MIMIC_LABELS', 'write_mimic', 'NIHChestXray14', 'NIH_LABELS', 'NIH_HEADER',
+           'read_nih_entries', 'write_nih', 'Shenzhen', 'Montgomery', 'write_shenzhen', 'write_montgomery',
+           'VinDrSpineXR', 'VINDR_COLUMNS', 'write_vindr_spine', 'spine_root', 'SIIMACR', 'write_siim_like', 'IUXray',
+           'parse_openi']
 
 # %% ../../nbs/02i_registry.ipynb #9e8c3ac0
 LAYOUTS = {l.name: l for l in [
@@ -76,6 +79,33 @@ def phantom_root(layout: str, **params) -> Path:
         try: WRITERS[layout](path, **params)
         except FileExistsError: pass          # another process finished it first
     return path
+
+# %% ../../nbs/02i_registry.ipynb #341b82d2
+TABLE_ROWS = {"chexpert": 223_414, "nih": 112_120, "mimic": 377_110}   # images in the real releases' tables
+_CODES = np.array(["1.0", "0.0", "-1.0", ""], dtype=object)
+
+def write_tables(kind: str, n: int, folder: Path) -> tuple[Path, list]:
+    "A `kind` root ('chexpert', 'nih', 'mimic') of `n` synthetic images under `folder/kind` with its tables only: (root, table files)."
+    r, root = np.random.default_rng(0), Path(folder)/kind; pat = np.sort(r.integers(1, max(2, n // 4), n)); root.mkdir(parents=True)
+    if kind == "chexpert":
+        st, v = r.integers(1, 5, n), r.integers(1, 3, n); (root/"CheXpert-v1.0-small").mkdir()
+        pd.DataFrame({"Path": [f"CheXpert-v1.0-small/train/patient{p:05d}/study{s}/view{w}_{'frontal' if w == 1 else 'lateral'}.jpg" for p, s, w in zip(pat, st, v)],
+                      "Sex": "Female", "Age": 60, "Frontal/Lateral": np.where(v == 1, "Frontal", "Lateral"), "AP/PA": np.where(v == 1, "AP", ""),
+                      **{c: _CODES[r.integers(0, 4, n)] for c in CHEXPERT_LABELS}}).to_csv(root/"CheXpert-v1.0-small"/"train.csv", index=False)
+        return root, [root/"CheXpert-v1.0-small"/"train.csv"]
+    if kind == "nih":
+        names, fl = [f"{p:08d}_{i:06d}.png" for i, p in enumerate(pat)], np.array(["No Finding", "Effusion", "Mass|Nodule", "Hernia"])[r.integers(0, 4, n)]
+        (root/"Data_Entry_2017.csv").write_text("\n".join([NIH_HEADER] + [f"{a},{b},0,{p},50,M,PA,2500,2048,0.143,0.143," for a, b, p in zip(names, fl, pat)]) + "\n")
+        (root/"train_val_list.txt").write_text("\n".join(names[: n * 4 // 5])); (root/"test_list.txt").write_text("\n".join(names[n * 4 // 5:])); (root/"images").mkdir()
+        return root, [root/"Data_Entry_2017.csv"]
+    if kind != "mimic": raise ValueError(f"kind must be one of {list(TABLE_ROWS)}, got {kind!r}")
+    meta = pd.DataFrame({"dicom_id": [f"{i:08x}-{i * 7919 % 2**32:08x}" for i in range(n)], "subject_id": 10_000_000 + pat,
+                         "study_id": 50_000_000 + np.arange(n) // 2, "ViewPosition": np.array(["PA", "AP", "LATERAL"])[r.integers(0, 3, n)]})
+    lab = meta.drop_duplicates("study_id")[["subject_id", "study_id"]]
+    tables = {"metadata": meta, "split": meta[["dicom_id", "study_id", "subject_id"]].assign(split="train"),
+              "chexpert": lab.assign(**{c: _CODES[r.integers(0, 4, len(lab))] for c in MIMIC_LABELS})}
+    for k, t in tables.items(): t.to_csv(root/f"mimic-cxr-2.0.0-{k}.csv.gz", index=False, compression={"method": "gzip", "compresslevel": 1})
+    (root/"files").mkdir(); return root, [root/f"mimic-cxr-2.0.0-{k}.csv.gz" for k in tables]
 
 # %% ../../nbs/02i_registry.ipynb #c1157f88
 def _cli_write(args) -> int:

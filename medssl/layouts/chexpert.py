@@ -34,9 +34,8 @@ def chexpert_paths(folder: Path, paths, source: str = "") -> PathColumn:
     "The image files of a CheXpert `Path` column: relative to the CSV's `folder`, without a leading `CheXpert-v1.0*/`."
     rels = as_strings(paths); text = "\n".join(rels)
     pre = rels[0].split("/", 1)[0] + "/" if rels and rels[0].startswith("CheXpert-v1.0") else None
-    if pre and text.startswith(pre) and text.count("\n" + pre) == len(rels) - 1: rels = [p[len(pre):] for p in rels]  # the usual case
-    else: rels = [_PREFIX.sub("", p) for p in rels]
-    return join_under(folder, rels, source)
+    if pre and text.startswith(pre) and text.count("\n" + pre) == len(rels) - 1: return join_under(folder, rels, source, strip=len(pre))  # the usual case
+    return join_under(folder, [_PREFIX.sub("", p) for p in rels], source)
 
 # %% ../../nbs/02b_chexpert.ipynb #adfd7591
 def _ids(path: str) -> tuple[str, str]:
@@ -47,9 +46,9 @@ def _ids(path: str) -> tuple[str, str]:
 def chexpert_ids(paths) -> tuple[np.ndarray, np.ndarray]:
     "Patient and study (`patient00001/study1`) of each CSV path: `.../patientN/studyM/viewK.jpg` in one pass, others one by one."
     rels = as_strings(paths)
-    ids = re.findall(r"(patient[^/\n]*)/([^/\n]*)/[^/\n]*$", "\n".join(rels), re.M)
-    if len(ids) != len(rels): ids = [_ids(p) for p in rels]
-    return np.array([a for a, _ in ids], object), np.array([f"{a}/{b}" for a, b in ids], object)
+    ids = re.findall(r"((patient[^/\n]*)/[^/\n]*)/[^/\n]*$", "\n".join(rels), re.M)       # (study, patient) per line
+    if len(ids) != len(rels): ids = [(f"{p}/{s}", p) for p, s in map(_ids, rels)]
+    return np.array([p for _, p in ids], object), np.array([s for s, _ in ids], object)
 
 # %% ../../nbs/02b_chexpert.ipynb #40d180db
 class CheXpert(XRayDataset):
@@ -67,12 +66,12 @@ class CheXpert(XRayDataset):
         if any(v not in ("frontal", "lateral") for v in views): raise ValueError(f"views must be frontal/lateral, got {views!r}")
         keep = df["Frontal/Lateral"].str.lower().isin(views)
         if ap_pa is not None: keep &= (df["Frontal/Lateral"] != "Frontal") | df["AP/PA"].isin([ap_pa] if isinstance(ap_pa, str) else ap_pa)
-        df = df[keep.to_numpy()].reset_index(drop=True)
+        if not keep.all(): df = df[keep.to_numpy()].reset_index(drop=True)
         names = resolve_labels(labels, CHEXPERT_LABELS)
         y = apply_policy(read_label_codes(df, names, csvp.name), uncertain, blank, seed)
-        pat, study = chexpert_ids(df["Path"])
+        rels = as_strings(df["Path"]); pat, study = chexpert_ids(rels)
         view = np.where(df["Frontal/Lateral"] == "Frontal", df["AP/PA"].fillna(""), "LATERAL")
-        self._setup(folder, split, chexpert_paths(folder, df["Path"], csvp.name), y, names, pat, study, view, size=size,
+        self._setup(folder, split, chexpert_paths(folder, rels, csvp.name), y, names, pat, study, view, size=size,
                     transform=transform, cache=cache, on_bad_image=on_bad_image, key=(uncertain, blank, views, ap_pa))
 
 # %% ../../nbs/02b_chexpert.ipynb #4abca8ff

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from ..core import atomic_dir
-from ..datasets import (CHEXPERT_LABELS, XRayDataset, apply_policy, check_root, join_under, read_label_codes,
-                             read_table, resolve_labels)
+from ..datasets import (CHEXPERT_LABELS, PathColumn, XRayDataset, apply_policy, as_strings, check_root, join_under,
+                             read_label_codes, read_table, resolve_labels)
 from ..text import report_sections
 from ..phantom import sample_cohort, render, study_labels
 from .base import check_writer_args, expect_dir, expect_images, expect_table, save_image, write_csv_gz
 
 # %% auto #0
-__all__ = ['MIMIC_LABELS', 'mimic_table', 'mimic_study_dirs', 'reports_folder', 'read_reports', 'MIMICCXR', 'write_mimic',
-           'check_mimic', 'count_mimic', 'check_mimic_reports', 'count_mimic_reports']
+__all__ = ['MIMIC_LABELS', 'mimic_table', 'mimic_study_dirs', 'mimic_image_paths', 'reports_folder', 'read_reports', 'MIMICCXR',
+           'write_mimic', 'check_mimic', 'count_mimic', 'check_mimic_reports', 'count_mimic_reports']
 
 # %% ../../nbs/02c_mimic.ipynb #811a3244
 MIMIC_LABELS = sorted(CHEXPERT_LABELS)   # MIMIC-CXR-JPG orders the 14 columns alphabetically
@@ -27,10 +27,13 @@ def mimic_table(root: Path, kind: str) -> Path:
     "The path of MIMIC-CXR-JPG's `kind` table: 'metadata', 'split', 'chexpert' or 'negbio'."
     return Path(root)/f"mimic-cxr-2.0.0-{kind}.csv.gz"
 
-def mimic_study_dirs(df: pd.DataFrame) -> pd.Series:
-    "`files/p10/p10000032/s50414267` of each row's (subject_id, study_id) (vectorised)."
-    s, t = df["subject_id"].astype(str), df["study_id"].astype(str)
-    return "files/p" + s.str[:2] + "/p" + s + "/s" + t
+def mimic_study_dirs(df: pd.DataFrame) -> list:
+    "`files/p10/p10000032/s50414267` of each row's (subject_id, study_id)."
+    return [f"files/p{s[:2]}/p{s}/s{t}" for s, t in zip(as_strings(df["subject_id"]), as_strings(df["study_id"]))]
+
+def mimic_image_paths(root: Path, df: pd.DataFrame, source: str = "") -> PathColumn:
+    "`files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg` of each row, checked lexically under `root`."
+    return join_under(root, [f"{d}/{i}.jpg" for d, i in zip(mimic_study_dirs(df), as_strings(df["dicom_id"]))], source)
 
 def reports_folder(root: Path) -> Path | None:
     "The `files/` folder of a MIMIC-CXR reports root: `root/files` or `root/mimic-cxr-reports/files`."
@@ -60,9 +63,11 @@ def _mimic_rows(root, split, names, labeler, views) -> pd.DataFrame:
     lab = read_table(mimic_table(root, labeler), ["subject_id", "study_id", *names], "MIMIC-CXR", only=True,
                      dtype={"subject_id": str, "study_id": str})            # label columns as numbers: read faster
     df = meta.merge(sp[["dicom_id", "split"]], on="dicom_id", how="left")
-    if df["split"].isna().any(): raise ValueError(f"{mimic_table(root, 'split').name}: no split for dicom_id {df.loc[df['split'].isna(), 'dicom_id'].iloc[0]}")
-    if split != "all": df = df[df["split"] == split]
-    if views is not None: df = df[df["ViewPosition"].fillna("").isin([views] if isinstance(views, str) else views)]
+    sp_ = df["split"].to_numpy(object)                                   # numpy comparisons: fast on 10^5 rows
+    if pd.isna(sp_).any(): raise ValueError(f"{mimic_table(root, 'split').name}: no split for dicom_id {df['dicom_id'].to_numpy(object)[pd.isna(sp_)][0]}")
+    keep = (sp_ == split) if split != "all" else np.ones(len(df), bool)
+    if views is not None: keep &= np.isin(df["ViewPosition"].fillna("").to_numpy(object), [views] if isinstance(views, str) else list(views))
+    df = df[keep]
     return df.merge(lab.drop(columns="subject_id").drop_duplicates("study_id"), on="study_id", how="left").reset_index(drop=True)
 
 # %% ../../nbs/02c_mimic.ipynb #b8434d25
@@ -85,7 +90,7 @@ class MIMICCXR(XRayDataset):
         if texts is not None: keep = np.array([t is not None for t in texts], bool); df, texts = df[keep].reset_index(drop=True), [t for t in texts if t is not None]
         if len(df) == 0 and sum(self.dropped.values()): raise ValueError(f"MIMIC-CXR: every study of split {split!r} was dropped: {self.dropped}")
         y = apply_policy(read_label_codes(df, names, mimic_table(root, labeler).name), uncertain, blank, seed)
-        paths = join_under(root, mimic_study_dirs(df) + "/" + df["dicom_id"] + ".jpg", mimic_table(root, "metadata").name)
+        paths = mimic_image_paths(root, df, mimic_table(root, "metadata").name)
         self._setup(root, split, paths, y, names, df["subject_id"], df["study_id"], df["ViewPosition"].fillna(""), texts,
                     size=size, transform=transform, cache=cache, on_bad_image=on_bad_image, key=(labeler, uncertain, blank, views))
 
@@ -95,7 +100,7 @@ class MIMICCXR(XRayDataset):
         folder = reports_folder(rr)
         if folder is None: raise FileNotFoundError(f"MIMIC-CXR reports: {rr}/files/ not found (nor mimic-cxr-reports/files/); "
                                                    "pass reports_root= (the MIMIC-CXR reports archive), or sections=None for images only")
-        study = mimic_study_dirs(df).str.slice(len("files/")).to_numpy(str)
+        study = np.array([d[len("files/"):] for d in mimic_study_dirs(df)])
         uniq, inv = np.unique(study, return_inverse=True)
         texts, dropped = read_reports(folder, [u + ".txt" for u in uniq], self.sections, missing)
         return [texts[i] for i in inv], dropped
@@ -151,7 +156,7 @@ def check_mimic(root: Path) -> list:
     expect_table(mimic_table(root, "split"), ["dicom_id", "split"], problems)
     expect_table(mimic_table(root, "chexpert"), ["subject_id", "study_id", *MIMIC_LABELS], problems)
     if expect_dir(root/"files", problems, "the images, files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg") and meta is not None:
-        try: expect_images(join_under(root, mimic_study_dirs(meta) + "/" + meta["dicom_id"] + ".jpg"), problems, mimic_table(root, "metadata").name)
+        try: expect_images(mimic_image_paths(root, meta), problems, mimic_table(root, "metadata").name)
         except ValueError as e: problems.append(str(e))
     return problems
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from ..core import atomic_dir
-from ..datasets import XRayDataset, check_root, join_under, resolve_labels, split_mask
+from ..datasets import PathColumn, XRayDataset, check_root, join_under, resolve_labels, split_mask
 from ..phantom import sample_cohort, render, study_labels
 from .base import check_writer_args, expect_file, expect_images, save_image
 
@@ -29,9 +29,9 @@ def nih_entries_file(root: Path) -> Path:
     "The entry table of an NIH root: `Data_Entry_2017_v2020.csv` if present, else `Data_Entry_2017.csv`."
     return next((root/f for f in NIH_ENTRIES if (root/f).is_file()), root/NIH_ENTRIES[-1])
 
-# %% ../../nbs/02d_nih.ipynb #690bd943
-def read_nih_entries(path, nrows: int | None = None) -> pd.DataFrame:
-    "Read `Data_Entry_2017.csv` (or its v2020 release) with its bracketed-comma header and (optional) trailing commas."
+# %% ../../nbs/02d_nih.ipynb #346b9ad4
+def read_nih_entries(path, nrows: int | None = None, columns: list | None = None) -> pd.DataFrame:
+    "Read `Data_Entry_2017.csv` (or its v2020 release) with its bracketed-comma header and (optional) trailing commas; `columns`: only those."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"NIH ChestX-ray14: {path} not found")
     with open(path, newline="") as fh: header = fh.readline().strip()
@@ -40,23 +40,25 @@ def read_nih_entries(path, nrows: int | None = None) -> pd.DataFrame:
         m = re.fullmatch(r"(.*)\[(.*)\]", field.strip())
         names += [f"{m.group(1)}_{x}" for x in m.group(2).split(",")] if m else [field.strip()]
     names = [n for n in names if n not in ("", ",")]
-    df = pd.read_csv(path, header=None, skiprows=1, dtype=str, keep_default_na=False, na_values=[""], nrows=nrows)
-    extra = df.columns[len(names):]
-    if len(extra) and not df[extra].isna().all().all(): raise ValueError(f"{path.name}: rows have more fields than the header")
-    df = df.iloc[:, :len(names)]; df.columns = names[:df.shape[1]]
-    missing = [c for c in ("Image Index", "Finding Labels", "Patient ID") if c not in df.columns]
+    missing = [c for c in ("Image Index", "Finding Labels", "Patient ID", *(columns or [])) if c not in names]
     if missing: raise ValueError(f"{path.name}: missing column(s) {missing}; found {names}")
-    return df
+    use = None if columns is None else sorted(names.index(c) for c in columns)
+    df = pd.read_csv(path, header=None, skiprows=1, dtype=str, keep_default_na=False, na_values=[""], nrows=nrows, usecols=use)
+    extra = df.columns[len(names):] if use is None else []
+    if len(extra) and not df[extra].isna().all().all(): raise ValueError(f"{path.name}: rows have more fields than the header")
+    df = df.iloc[:, :len(names)]; df.columns = [names[i] for i in (use or range(df.shape[1]))]
+    return df if columns is None else df[list(columns)]
 
-# %% ../../nbs/02d_nih.ipynb #3d152237
-def nih_image_paths(root: Path, names) -> list:
+# %% ../../nbs/02d_nih.ipynb #5aec7800
+def nih_image_paths(root: Path, names) -> PathColumn:
     "The file of each `Image Index`: in `images/`, or in whichever `images_NNN/images/` batch folder holds it."
-    img = root/"images"; paths = join_under(img, names, "Image Index")
+    img = root/"images"; paths = join_under(img, names, "Image Index")                # the names, checked lexically
     if img.is_dir(): return paths
     found = {}
     for b in sorted(root.glob("images_*")):
-        if (b/"images").is_dir(): found.update((e.name, b/"images") for e in os.scandir(b/"images"))
-    return [found.get(p.name, p.parent)/p.name for p in paths]
+        if (b/"images").is_dir(): found.update((e.name, str(b/"images")) for e in os.scandir(b/"images"))
+    k = len(str(img)) + 1
+    return PathColumn([found.get(p[k:], str(img)) + "/" + p[k:] for p in paths.strings])
 
 # %% ../../nbs/02d_nih.ipynb #1ec1f5af
 def nih_labels(df: pd.DataFrame, source: str = "") -> np.ndarray:
@@ -77,7 +79,8 @@ class NIHChestXray14(XRayDataset):
     def __init__(self, root, split="train_val", labels="all", views=None, val_frac=0.1, size=None, transform=None,
                  cache=None, on_bad_image="error", seed=0):
         root = check_root(root, self.name)
-        csvp = nih_entries_file(root); df = read_nih_entries(csvp)
+        csvp = nih_entries_file(root)
+        df = read_nih_entries(csvp, columns=["Image Index", "Finding Labels", "Patient ID", "View Position"])
         names = resolve_labels(labels, NIH_LABELS)
         y = nih_labels(df, csvp.name)[:, [NIH_LABELS.index(n) for n in names]]
         lists = {}
