@@ -30,7 +30,7 @@ class DatasetProtocol(Protocol):
     labels: np.ndarray      # (N, L) float32 targets, NaN = ignore
     patients: np.ndarray    # (N,) patient id per item (str); splits and label-fraction draws never cut a patient
     pathologies: list       # the L label names, in the column order of `labels`
-    identity: str           # a stable name of exactly these items (caches key on it)
+    identity: str           # a hash of class, root, labels and patients: what pretraining and feature caches key on
     def __len__(self) -> int: ...
     def __getitem__(self, i: int) -> dict: ...   # the sample dict above
     def subset(self, idx): ...                   # the same kind of dataset restricted to rows `idx`
