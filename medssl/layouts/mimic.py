@@ -138,6 +138,7 @@ def write_mimic(out, n_patients: int = 200, site: str = "mimic", size: int = 128
         _write_mimic_tables(tmp, meta, lrows, nrows, sp)
     return Path(out)
 
+# %% ../../nbs/02c_mimic.ipynb #67a2c277
 def _write_mimic_tables(tmp, meta, lrows, nrows, sp):
     "The four gzipped tables of MIMIC-CXR-JPG."
     write_csv_gz(pd.DataFrame(meta, columns=["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",

@@ -32,10 +32,7 @@ def check_site(site: str) -> dict:
     if site not in SITES: raise ValueError(f"unknown site {site!r}; choose one of {sorted(SITES)}")
     return SITES[site]
 
-# %% ../../nbs/01a3_acquisition.ipynb #665ef177
-_GLYPH = {"L": np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]]),
-          "R": np.array([[1, 1, 0], [1, 0, 1], [1, 1, 0], [1, 0, 1], [1, 0, 1]])}
-
+# %% ../../nbs/01a3_acquisition.ipynb #1423cbda
 def _gaussian_blur(I, sig, truncate):
     "Gaussian blur of each image of the batch `I` (B,H,W) with standard deviation `sig` pixels."
     return gaussian_filter1d(gaussian_filter1d(I, sig, axis=1, truncate=truncate), sig, axis=2, truncate=truncate)
@@ -63,6 +60,10 @@ def _acquire(A, P, size, blur, rng_seeds):
     I = np.where((np.abs(x) > 1 - c) | (np.abs(y) > 1 - c), .92, I)
     _burn_marker(I, P, size)
     return np.clip(I, 0, 1).astype(np.float32)
+
+# %% ../../nbs/01a3_acquisition.ipynb #665ef177
+_GLYPH = {"L": np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]]),
+          "R": np.array([[1, 1, 0], [1, 0, 1], [1, 1, 0], [1, 0, 1], [1, 0, 1]])}
 
 def _burn_marker(I, P, size):
     "Burn a laterality letter into the top corner on the patient's left (image right) or right."
