@@ -20,6 +20,7 @@ min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 xrv_requirements = cfg.get('xrv_requirements', '').split()   # optional: real label tables, lung masks and reports (medssl.xrv)
+dicom_requirements = cfg.get('dicom_requirements', '').split()   # optional: decoders of compressed DICOMs (JPEG 2000, JPEG-LS)
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -35,7 +36,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'medssl': ['data/*.csv', 'data/*/*.csv', 'data/*/*.md', 'data/*/*.pt', 'data/*/*.json']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'xrv': xrv_requirements},
+    extras_require={'dev': dev_requirements, 'xrv': xrv_requirements, 'dicom': dicom_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

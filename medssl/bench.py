@@ -22,8 +22,8 @@ from .pretrain import bench_moco_step
 __all__ = ['COLUMNS', 'BENCHMARKS', 'HEAD', 'WIDE_HEAD', 'cpu_model', 'machine', 'make_row', 'skipped_row', 'BenchContext',
            'bench_render', 'bench_write_chexpert', 'bench_cache_reads', 'bench_bootstrap', 'bench_delong', 'bench_cka',
            'bench_svcca', 'bench_probe', 'bench_features', 'bench_moco', 'bench_moco_cuda', 'bench_features_cuda',
-           'bench_allocator', 'bench_smoke', 'check_only', 'bench', 'format_table', 'to_json', 'read_json',
-           'markdown_table', 'add_cli', 'main']
+           'bench_allocator', 'bench_smoke', 'bench_tables', 'check_only', 'bench', 'format_table', 'to_json',
+           'read_json', 'markdown_table', 'add_cli', 'main']
 
 # %% ../nbs/17_bench.ipynb #26dc1f10
 def cpu_model() -> str:
@@ -287,6 +287,24 @@ def bench_smoke(ctx: BenchContext) -> list[dict]:
     return [make_row("smoke_suite", what, "budget: 300 s", 300.0, t, target, t < 300,
                      notes=f"slowest: {slowest['paper']} {slowest['seconds']:.0f} s")]
 
+# %% ../nbs/17_bench.ipynb #7ab1e5a3
+def bench_tables(ctx: BenchContext) -> list[dict]:
+    "Building the CheXpert, NIH and MIMIC-CXR readers over tables of the real sizes vs `pandas.read_csv` of the same tables."
+    from medssl.layouts import CheXpert, NIHChestXray14, MIMICCXR, TABLE_ROWS, write_tables
+    build = {"chexpert": lambda root: CheXpert(root, "train", views=("frontal", "lateral")), "nih": lambda root: NIHChestXray14(root, "all"),
+             "mimic": lambda root: MIMICCXR(root, "all", views=None, sections=None)}
+    rows = []
+    for kind, n in TABLE_ROWS.items():
+        n = n // 10 if ctx.quick else n; root, files = write_tables(kind, n, ctx.tmp/"tables")
+        base = min(_clock(lambda: [pd.read_csv(f) for f in files])[0] for _ in range(2))
+        t, ds = min((_clock(lambda: build[kind](root)) for _ in range(2)), key=lambda x: x[0])
+        ok = t <= 3 * base and (kind != "chexpert" or ctx.quick or t <= 2.0)
+        rows.append(make_row(f"table[{kind}]", f"{type(ds).__name__} built over {n:,} rows of {len(files)} table(s), no image opened",
+                             f"pandas.read_csv of the same {len(files)} table(s)", base, t,
+                             "<= 3x read_csv" + (", <= 2 s at 223,414 rows" if kind == "chexpert" else "") + " (issue 17)", ok, per_s=n / t,
+                             notes=f"{t:.2f} s for {n:,} rows"))
+    return rows
+
 # %% ../nbs/17_bench.ipynb #3db626f4
 BENCHMARKS = {
     "render": (bench_render, False), "write_chexpert": (bench_write_chexpert, False),
@@ -295,6 +313,7 @@ BENCHMARKS = {
     "linear_probe": (bench_probe, False), "features": (bench_features, False), "moco_step": (bench_moco, False),
     "moco_step_cuda": (bench_moco_cuda, True), "features_cuda": (bench_features_cuda, True),
     "allocator": (bench_allocator, False), "smoke_suite": (bench_smoke, False),
+    "tables": (bench_tables, False),
 }
 
 def check_only(only) -> list[str]:

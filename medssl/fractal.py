@@ -4,10 +4,12 @@
 
 # %% ../nbs/01c_fractal.ipynb #5fd7654e
 from __future__ import annotations
+import copy
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .core import cache_dir, cache_key, atomic_write
+from .datasets import dataset_identity
 
 # %% auto #0
 __all__ = ['KINDS', 'random_ifs', 'chaos_game', 'points_to_images', 'fractal_classes', 'render_fractals', 'FractalDataset']
@@ -174,4 +176,17 @@ class FractalDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img = torch.from_numpy(self.images[i]).float().div_(255)[None]
-        return dict(image=img, labels=torch.from_numpy(self.labels[i]), text="", patient=str(i), study=str(i), view="", index=int(i))
+        return dict(image=img, labels=torch.from_numpy(self.labels[i]), text="", patient=str(self.patients[i]), study=str(self.patients[i]), view="", index=int(i))
+
+# %% ../nbs/01c_fractal.ipynb #f1a7c0df
+def _subset(self, idx) -> FractalDataset:
+    "A copy restricted to the items `idx` (images, targets, labels and patients in step)."
+    idx = np.asarray(idx, int)
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= len(self): raise ValueError(f"subset needs indices in 0..{len(self) - 1}, got {idx[:5]}")
+    new = copy.copy(self)
+    new.images, new.targets, new.labels, new.patients = self.images[idx], self.targets[idx], self.labels[idx], self.patients[idx]
+    return new
+
+FractalDataset.subset = _subset
+FractalDataset.identity = property(lambda self: dataset_identity(type(self).__name__, self.labels, self.patients),
+                                   doc="`medssl.datasets.dataset_identity` of these items.")

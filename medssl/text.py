@@ -97,14 +97,18 @@ _SECTION = re.compile(r"^\s*([A-Z][A-Z /&]+):", re.M)
 
 def report_sections(text: str,  # a free-text report
                     sections=("FINDINGS", "IMPRESSION"), # the sections to keep, in this order
-                   ) -> str:
-    "The named sections of a report joined by a space; the whole (stripped) text if it has none of them."
+                    missing: str = "whole", # a report with none of them: 'whole' text, 'none' (None), 'error'
+                   ) -> str | None:
+    "The named sections of a report joined by a space; when it has none of them, the whole (stripped) text, None or a `ValueError` (`missing`)."
     if not isinstance(text, str): raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if missing not in ("whole", "none", "error"): raise ValueError(f"missing must be 'whole', 'none' or 'error', got {missing!r}")
     heads = list(_SECTION.finditer(text))
     body = {m.group(1).strip(): text[m.end():(heads[i + 1].start() if i + 1 < len(heads) else len(text))]
             for i, m in enumerate(heads)}
     kept = [" ".join(body[s].split()) for s in sections if body.get(s, "").strip()]
-    return " ".join(kept) if kept else " ".join(text.split())
+    if kept: return " ".join(kept)
+    if missing == "error": raise ValueError(f"the report has no {' or '.join(sections)} section: {' '.join(text.split())[:80]!r}")
+    return None if missing == "none" else " ".join(text.split())
 
 # %% ../nbs/07_text.ipynb #65152e38
 class TextEncoder(nn.Module):

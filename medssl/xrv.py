@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
-from .datasets import parse_openi
-from .phantom import CHEXPERT_LABELS, FINDINGS, SITES, _SIDED, render, sample_cohort, study_labels
+from .layouts.iuxray import parse_openi
+from .phantom import CHEXPERT_LABELS, FINDINGS, SITES, render, sample_cohort, study_labels
+from .phantom.cohort import _SIDED
 
 # %% auto #0
 __all__ = ['CHEXPERT_FILE', 'MASKS_FILE', 'REPORTS_FILE', 'DOME_AT', 'LUNG_CLIP', 'MESH_MAP', 'xrv_data_dir', 'has_xrv',

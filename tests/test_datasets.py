@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 import medssl.datasets as D
-from medssl.datasets import (CHEXPERT_LABELS, COMPETITION_LABELS, NIH_LABELS, apply_policy, read_label_codes,
+from medssl.datasets import (CHEXPERT_LABELS, COMPETITION_LABELS, apply_policy, read_label_codes,
                              resolve_labels, patient_split, label_fraction_draws, read_fraction_draws,
-                             fraction_indices, safe_join, read_image, load_image, read_nih_entries, BadImageError,
-                             CheXpert, MIMICCXR, NIHChestXray14, Shenzhen, Montgomery, VinDrSpineXR, IUXray, ImageFolder,
-                             SIIMACR)
+                             fraction_indices, safe_join, read_image, load_image, BadImageError, ImageFolder)
+from medssl.layouts import (NIH_LABELS, read_nih_entries, CheXpert, MIMICCXR, NIHChestXray14, Shenzhen, Montgomery,
+                            VinDrSpineXR, IUXray, SIIMACR)
 
 FIX = Path(__file__).parent / "fixtures"
 CHX = FIX / "chexpert" / "CheXpert-v1.0-small"
@@ -94,24 +94,36 @@ def test_path_escape_refused(copy_fix):
     (root / "train.csv").write_text(txt)
     with pytest.raises(ValueError, match="escapes the dataset root"): CheXpert(root)
     with pytest.raises(ValueError, match="escapes"): safe_join(root, "/etc/passwd")
-    # a symlink inside the root pointing outside it is refused too
-    (root / "train" / "evil").symlink_to("/etc")
-    with pytest.raises(ValueError, match="escapes"): safe_join(root, "train/evil/passwd")
+
+def test_symlinked_image_folders_are_read(copy_fix, tmp_path):
+    "Image folders staged on another disk and linked into the root: the check is lexical, links are followed."
+    root = copy_fix("chexpert") / "CheXpert-v1.0-small"; disk = tmp_path / "disk"; disk.mkdir()
+    shutil.move(root / "train", disk / "train"); (root / "train").symlink_to(disk / "train")
+    ref = CheXpert(CHX, size=8)
+    ds = CheXpert(root, size=8)
+    assert [p.relative_to(ds.root) for p in ds.paths] == [p.relative_to(ref.root) for p in ref.paths]
+    torch.testing.assert_close(ds.batch(range(len(ds)))["image"], ref.batch(range(len(ref)))["image"], rtol=0, atol=0)
+    assert safe_join(root, "train/patient00001") == root / "train" / "patient00001"      # not resolved to the other disk
 
 def test_mimic(copy_fix):
-    ds = MIMICCXR(FIX / "mimic", "train")
+    ds = MIMICCXR(FIX / "mimic", "train", sections=None)
     assert len(ds) == 2 and list(ds.patients) == ["10000032", "10000032"] and list(ds.studies) == ["50414267", "53189527"]
+    assert ds[0]["text"] == "" and ds.dropped == {}
+    with pytest.raises(FileNotFoundError, match="s53189527.txt not found"): MIMICCXR(FIX / "mimic", "train")
+    ds = MIMICCXR(FIX / "mimic", "train", missing_reports="drop")
+    assert len(ds) == 1 and ds.dropped == {"no FINDINGS or IMPRESSION section": 0, "missing report file": 1}
     assert ds[0]["text"].startswith("There is no focal") and "No acute cardiopulmonary process." in ds[0]["text"]
-    assert "INDICATION" not in ds[0]["text"] and ds[1]["text"] == ""
-    t = MIMICCXR(FIX / "mimic", "test", labels="competition")
+    assert "INDICATION" not in ds[0]["text"]
+    t = MIMICCXR(FIX / "mimic", "test", labels="competition", sections=None)
     assert t.pathologies == COMPETITION_LABELS and t.labels[0].tolist() == [1, 0, 0, 0, 0]   # columns read by name
-    assert MIMICCXR(FIX / "mimic", "test", labels="Lung Opacity").labels.ravel().tolist() == [1]
-    neg = MIMICCXR(FIX / "mimic", "validate", labeler="negbio"); chx = MIMICCXR(FIX / "mimic", "validate", uncertain="ignore")
+    assert MIMICCXR(FIX / "mimic", "test", labels="Lung Opacity", sections=None).labels.ravel().tolist() == [1]
+    neg = MIMICCXR(FIX / "mimic", "validate", labeler="negbio", sections=None); chx = MIMICCXR(FIX / "mimic", "validate", uncertain="ignore", sections=None)
     pn = CHEXPERT_LABELS.index("Pneumonia")
     assert neg.labels[0, pn] == 1 and np.isnan(chx.labels[0, pn])
     with pytest.raises(ValueError, match="labeler"): MIMICCXR(FIX / "mimic", labeler="chexbert")
+    with pytest.raises(ValueError, match="missing_reports"): MIMICCXR(FIX / "mimic", missing_reports="ignore")
     root = copy_fix("mimic"); (root / "mimic-cxr-2.0.0-negbio.csv.gz").unlink()
-    with pytest.raises(FileNotFoundError, match="negbio"): MIMICCXR(root, labeler="negbio")
+    with pytest.raises(FileNotFoundError, match="negbio"): MIMICCXR(root, labeler="negbio", sections=None)
 
 def test_nih_quirks(copy_fix):
     e = read_nih_entries(FIX / "nih" / "Data_Entry_2017.csv")
@@ -157,9 +169,9 @@ def test_siim():
 
 def test_phantom_layouts(tmp_path):
     "The phantom writers' layouts read back through the adapters (labels, reports, masks, DICOM decoding)."
-    from medssl import phantom
-    from medssl.spine import write_vindr_spine, render_spine
-    for name in ("chexpert", "mimic", "nih", "montgomery"): phantom.WRITERS[name](tmp_path / name, n_patients=15, size=32, progress=False)
+    from medssl.layouts import WRITERS, write_vindr_spine
+    from medssl.spine import render_spine
+    for name in ("chexpert", "mimic", "nih", "montgomery"): WRITERS[name](tmp_path / name, n_patients=15, size=32, progress=False)
     chx = CheXpert(tmp_path / "chexpert" / "CheXpert-v1.0-small", views=("frontal", "lateral"), uncertain="ignore", blank="ignore")
     raw = pd.read_csv(tmp_path / "chexpert" / "CheXpert-v1.0-small" / "train.csv")
     np.testing.assert_array_equal(np.isnan(chx.labels), raw[CHEXPERT_LABELS].isin([-1.0]).to_numpy() | raw[CHEXPERT_LABELS].isna().to_numpy())

@@ -1,16 +1,17 @@
-"Read every phantom writer's output back and check it against the real datasets' formats."
+"Read every phantom writer's output back and check it against the real datasets' formats; the phantom package's API and its moved names."
 import gzip, re
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from medssl import phantom as ph
+from medssl import layouts as L
 
 N = 8
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("phantom")
-    return {k: f(base / k, n_patients=N, size=48, seed=1, progress=False) for k, f in ph.WRITERS.items()}
+    return {k: f(base / k, n_patients=N, size=48, seed=1, progress=False) for k, f in L.WRITERS.items()}
 
 def _gray(p, size=48):
     im = Image.open(p); assert im.mode == "L" and im.size == (size, size), (p, im.mode, im.size)
@@ -53,7 +54,7 @@ def test_nih(roots):
     assert "Unnamed: 11" in df.columns                                    # the real file's trailing-comma quirk
     assert df["Image Index"].str.match(r"^\d{8}_\d{3}\.png$").all()
     labs = set("|".join(df["Finding Labels"]).split("|"))
-    assert labs <= set(ph.NIH_LABELS) | {"No Finding"}
+    assert labs <= set(L.NIH_LABELS) | {"No Finding"}
     names = (r / "train_val_list.txt").read_text().split() + (r / "test_list.txt").read_text().split()
     assert sorted(names) == sorted(df["Image Index"])
     for n in df["Image Index"][:3]: _gray(r / "images" / n)
@@ -82,8 +83,8 @@ def test_siim(roots):
         assert bool(m.any()) == bool(x.has_pneumo) and x.new_filename.endswith(f"_{x.has_pneumo}_.png")
 
 def test_determinism(tmp_path):
-    a = ph.write_nih(tmp_path / "a", n_patients=5, size=48, seed=3, progress=False)
-    b = ph.write_nih(tmp_path / "b", n_patients=5, size=48, seed=3, progress=False)
+    a = L.write_nih(tmp_path / "a", n_patients=5, size=48, seed=3, progress=False)
+    b = L.write_nih(tmp_path / "b", n_patients=5, size=48, seed=3, progress=False)
     assert (a / "Data_Entry_2017.csv").read_text() == (b / "Data_Entry_2017.csv").read_text()
     for f in (a / "images").iterdir(): assert (b / "images" / f.name).read_bytes() == f.read_bytes()
     c = ph.sample_cohort(30, seed=2)
@@ -92,24 +93,24 @@ def test_determinism(tmp_path):
 
 def test_cache_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path))
-    p = ph.phantom_root("shenzhen", n_patients=4, size=32, progress=False)
+    p = L.phantom_root("shenzhen", n_patients=4, size=32, progress=False)
     assert p.exists() and p.parent == tmp_path / "phantom"
     mt = p.stat().st_mtime_ns
-    assert ph.phantom_root("shenzhen", n_patients=4, size=32, progress=False) == p and p.stat().st_mtime_ns == mt
-    with pytest.raises(FileExistsError): ph.write_shenzhen(p, n_patients=4, size=32, progress=False)
+    assert L.phantom_root("shenzhen", n_patients=4, size=32, progress=False) == p and p.stat().st_mtime_ns == mt
+    with pytest.raises(FileExistsError): L.write_shenzhen(p, n_patients=4, size=32, progress=False)
 
 def test_bad_args(tmp_path):
     with pytest.raises(ValueError, match="size"): ph.render(ph.sample_cohort(2), 16)
-    with pytest.raises(ValueError, match="size"): ph.write_chexpert(tmp_path / "x", n_patients=2, size=31)
+    with pytest.raises(ValueError, match="size"): L.write_chexpert(tmp_path / "x", n_patients=2, size=31)
     with pytest.raises(ValueError, match="unknown finding"): ph.sample_cohort(2, findings={"Tumour": 2})
-    with pytest.raises(ValueError, match="n_patients"): ph.write_nih(tmp_path / "y", n_patients=-3)
-    with pytest.raises(ValueError, match="unknown site"): ph.write_mimic(tmp_path / "z", n_patients=2, site="mars")
-    with pytest.raises(ValueError, match="unknown layout"): ph.phantom_root("padchest")
+    with pytest.raises(ValueError, match="n_patients"): L.write_nih(tmp_path / "y", n_patients=-3)
+    with pytest.raises(ValueError, match="unknown site"): L.write_mimic(tmp_path / "z", n_patients=2, site="mars")
+    with pytest.raises(ValueError, match="unknown layout"): L.phantom_root("padchest")
     assert not (tmp_path / "x").exists()
 
 def test_cli(tmp_path):
     import argparse
-    p = argparse.ArgumentParser(); ph.add_cli(p.add_subparsers(dest="command"))
+    p = argparse.ArgumentParser(); L.add_cli(p.add_subparsers(dest="command"))
     a = p.parse_args(["phantom", "write", "--layout", "shenzhen", "--n-patients", "3", "--size", "32", str(tmp_path / "sz")])
     assert a.func(a) == 0 and len(list((tmp_path / "sz" / "CXR_png").glob("*.png"))) == 3
 
@@ -117,7 +118,7 @@ def test_cli_workers_same_files_and_environment_restored(tmp_path, monkeypatch):
     "`--workers 2` writes the same bytes as one process, and the setting does not outlive the command."
     import argparse, os
     monkeypatch.delenv("MEDSSL_WORKERS", raising=False)
-    p = argparse.ArgumentParser(); ph.add_cli(p.add_subparsers(dest="command"))
+    p = argparse.ArgumentParser(); L.add_cli(p.add_subparsers(dest="command"))
     run = lambda *extra, out: p.parse_args(["phantom", "write", "--layout", "chexpert", "--n-patients", "12", "--size", "48", *extra, str(tmp_path / out)])
     a1, a2 = run(out="one"), run("--workers", "2", out="two")
     assert a1.func(a1) == 0 and a2.func(a2) == 0 and "MEDSSL_WORKERS" not in os.environ
@@ -146,3 +147,26 @@ def test_render_workers_after_threaded_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "same True" in r.stdout, r.stdout
+
+
+def test_public_api_and_moved_names():
+    "The phantom package re-exports its API; the writers moved to medssl.layouts and still resolve here, with a warning."
+    import warnings, medssl.phantom.cohort as cohort
+    assert ph.sample_cohort is cohort.sample_cohort and {"sample_cohort", "render", "SITES", "study_labels", "truth"} <= set(ph.__all__)
+    assert ph.VERSION == "3"
+    for name, new in [("write_chexpert", L.write_chexpert), ("phantom_root", L.phantom_root), ("WRITERS", L.WRITERS),
+                      ("NIH_LABELS", L.NIH_LABELS), ("add_cli", L.add_cli), ("write_siim_like", L.write_siim_like)]:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert getattr(ph, name) is new
+        assert issubclass(w[-1].category, DeprecationWarning) and f"medssl.phantom.{name} moved" in str(w[-1].message)
+    with pytest.raises(AttributeError, match="no attribute 'write_padchest'"): ph.write_padchest
+
+def test_calibration_auc_is_the_library_auc():
+    "mean_auc / probe_auc use medssl.stats.auc (one AUC in the library), ties counted one half."
+    from medssl import stats
+    r = np.random.default_rng(0); y = (r.random((200, 3)) < .3).astype(float); p = np.round(r.random((200, 3)), 1)   # many ties
+    m, per = ph.mean_auc(y, p)
+    np.testing.assert_allclose(per, stats.auc(y, p)); assert m == pytest.approx(np.mean(per))
+    F = r.normal(size=(200, 4)); t = (F[:, :1] + .3 * r.normal(size=(200, 1)) > 0).astype(float)
+    assert ph.probe_auc(F[:100], t[:100], F[100:], t[100:])[0] > .85

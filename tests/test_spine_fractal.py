@@ -6,8 +6,8 @@ import pydicom
 import pytest
 import torch
 
-from medssl.spine import (SPINE_LESIONS, VINDR_COLUMNS, render_spine, sample_spine, draw_spine, spine_boxes,
-                          write_vindr_spine, spine_root)
+from medssl.spine import SPINE_LESIONS, render_spine, sample_spine, draw_spine, spine_boxes
+from medssl.layouts.vindr_spine import VINDR_COLUMNS, write_vindr_spine, spine_root
 from medssl.fractal import FractalDataset, fractal_classes, render_fractals, KINDS
 
 
@@ -162,3 +162,21 @@ def test_fine_siblings_share_a_parent():
     within = np.mean([d(p * 10, p * 10 + 1) for p in range(10)])
     across = np.mean([d(p * 10, ((p + 1) % 10) * 10) for p in range(10)])
     assert within < across / 2
+
+
+def test_moved_writer_names_still_resolve():
+    "The VinDr-SpineXR writer moved to medssl.layouts.vindr_spine; medssl.spine's old names forward to it with a warning."
+    import medssl.spine as sp
+    with pytest.warns(DeprecationWarning, match="medssl.spine.spine_root moved to medssl.layouts.vindr_spine"):
+        assert sp.spine_root is spine_root
+    with pytest.warns(DeprecationWarning): assert sp.write_vindr_spine is write_vindr_spine and sp.VINDR_COLUMNS is VINDR_COLUMNS
+    with pytest.raises(AttributeError): sp.not_a_name
+
+
+def test_fractal_subset_and_identity(cache):
+    ds = FractalDataset("coarse", n_per_class=4, size=32, progress=False)
+    sub = ds.subset([5, 1, 30])
+    assert len(sub) == 3 and sub[0]["patient"] == "5" and sub.class_index(2) == ds.class_index(30)
+    torch.testing.assert_close(sub[1]["image"], ds[1]["image"], rtol=0, atol=0)
+    assert sub.identity != ds.identity and ds.identity == FractalDataset("coarse", n_per_class=4, size=32, progress=False).identity
+    with pytest.raises(ValueError, match="0..39"): ds.subset([40])
