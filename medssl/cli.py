@@ -11,7 +11,7 @@ import medssl
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #234089f8
-COMMAND_MODULES: list[str] = ["medssl.phantom", "medssl.pretrain", "medssl.replicate", "medssl.bench"]
+COMMAND_MODULES: list[str] = ["medssl.layouts", "medssl.pretrain", "medssl.replicate", "medssl.bench"]
 
 def build_parser() -> argparse.ArgumentParser:
     "The `medssl` argument parser with every registered subcommand."

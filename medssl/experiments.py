@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import PROFILES
-from . import datasets, phantom, models
+from . import datasets, layouts, models
 
 # %% auto #0
 __all__ = ['SHARED', 'SSL_HPARAMS', 'shared', 'source', 'chexpert_root', 'chest_data', 'natural_init', 'ssl_pretrain']
@@ -37,7 +37,7 @@ def source(data: dict | None, name: str, layout: str | None = None, **phantom_kw
         root = user_path(data[name])
         if not root.is_dir(): raise FileNotFoundError(f"{name}: data root {root} not found")
         return root, True
-    return phantom.phantom_root(layout or name, progress=False, **phantom_kw), False
+    return layouts.phantom_root(layout or name, progress=False, **phantom_kw), False
 
 # %% ../nbs/16_experiments.ipynb #e973f802
 def chexpert_root(data_root=None, profile: str = "cpu", site: str = "chexpert", seed: int = 0, layout: str = "chexpert") -> Path:
@@ -47,7 +47,7 @@ def chexpert_root(data_root=None, profile: str = "cpu", site: str = "chexpert", 
         if not root.is_dir(): raise FileNotFoundError(f"data_root {root} does not exist")
         return root
     s = shared(profile)
-    root = phantom.phantom_root(layout, n_patients=s["n_patients"], size=s["size"], site=site, seed=seed, valid_frac=s["valid_frac"], progress=False)
+    root = layouts.phantom_root(layout, n_patients=s["n_patients"], size=s["size"], site=site, seed=seed, valid_frac=s["valid_frac"], progress=False)
     sub = root/"CheXpert-v1.0-small"
     return sub if sub.is_dir() else root
 
@@ -57,8 +57,8 @@ def chest_data(data_root=None, profile: str = "cpu", size: int | None = None, la
     "CheXpert-layout data as `{'train', 'val', 'test', 'root'}`: patient-level train/val (split by `seed`) from `train`, test = official `valid`."
     root = chexpert_root(data_root, profile, site=site, seed=phantom_seed)
     size = size or shared(profile)["size"]
-    full = datasets.CheXpert(root, "train", labels=labels, uncertain=uncertain, size=size)
-    test = datasets.CheXpert(root, "valid", labels=labels, uncertain=uncertain, size=size)
+    full = layouts.CheXpert(root, "train", labels=labels, uncertain=uncertain, size=size)
+    test = layouts.CheXpert(root, "valid", labels=labels, uncertain=uncertain, size=size)
     split = datasets.patient_split(full.patients, (1 - val_frac, val_frac), seed=seed, labels=full.labels, names=["train", "val"])
     return {"train": full.subset(np.flatnonzero(split == "train")), "val": full.subset(np.flatnonzero(split == "val")), "test": test, "root": root}
 
