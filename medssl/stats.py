@@ -15,8 +15,7 @@ from scipy.special import ndtr, ndtri
 # %% auto #0
 __all__ = ['placements', 'check_inputs', 'auc', 'mean_auc', 'bootstrap_indices', 'bootstrap_aucs', 'jackknife_aucs',
            'percentile_ci', 'bca_ci', 'BootstrapResult', 'bootstrap_ci', 'paired_bootstrap_diff', 'delong_cov',
-           'delong_test', 'MeanCI', 'mean_ci', 'ttest', 'welch_ttest', 'paired_ttest', 'adjust_p', 'versus_table',
-           'bench_paired_bootstrap', 'bench_delong']
+           'delong_test', 'bench_paired_bootstrap', 'bench_delong']
 
 # %% ../nbs/11_stats.ipynb #1e4d9da5
 def _tie_groups(ss):
@@ -71,13 +70,25 @@ def check_inputs(y, scores: dict, labels=None):
 # %% ../nbs/11_stats.ipynb #5d21674c
 def auc(y,            # labels (n,) or (n, L): 1, 0 or NaN (ignored)
         s,            # scores, same shape as `y`
-        labels=None): # optional label names used in error messages
+        labels=None,  # optional label names used in error messages
+        one_class: str = "raise"): # a label with one class only: 'raise' (ValueError) or 'nan' (its AUC is NaN)
     "Exact ROC AUC (Mann-Whitney, ties 1/2): a float for 1-D input, an array (L,) for 2-D."
+    if one_class not in ("raise", "nan"): raise ValueError(f"one_class must be 'raise' or 'nan', got {one_class!r}")
+    if one_class == "nan": return _auc_or_nan(y, s, labels)
     y2, (s2,), names, one = check_inputs(y, {"s": s}, labels)
     out = np.empty(y2.shape[1])
     for j in range(y2.shape[1]):
         v = ~np.isnan(y2[:, j]); out[j] = placements(y2[v, j], s2[v, j])[0].mean()
     return float(out[0]) if one else out
+
+# %% ../nbs/11_stats.ipynb #e3decf5f
+def _auc_or_nan(y, s, labels=None):
+    "`auc` of the labels that hold both classes; NaN for the others."
+    y2 = _as2d(y, "y"); s2 = _as2d(s, "s", len(y2))
+    ok = [bool(np.nansum(y2[:, j] == 1) and np.nansum(y2[:, j] == 0)) for j in range(y2.shape[1])]
+    out = np.full(y2.shape[1], np.nan)
+    if any(ok): out[ok] = auc(y2[:, ok], s2[:, ok], None if labels is None else [l for l, k in zip(labels, ok) if k])
+    return float(out[0]) if np.ndim(y) == 1 else out
 
 # %% ../nbs/11_stats.ipynb #0f2d914d
 def mean_auc(y, s,
@@ -319,75 +330,6 @@ def delong_test(y, s_a, s_b, labels=None) -> pd.DataFrame:
         rows.append(dict(label=nm, auc_a=aa, auc_b=ab, auc_diff=d, se=np.sqrt(var), z=z, p=2 * ndtr(-abs(z))))
     return pd.DataFrame(rows)
 
-# %% ../nbs/11_stats.ipynb #fa698c29
-@dataclass
-class MeanCI:
-    "Mean of repeated runs with a t-based confidence interval."
-    mean: float
-    half_width: float  # the "± CI range" of paper 003
-    low: float
-    high: float
-    n: int
-
-def mean_ci(x,                    # one value per run (seed)
-            level: float = 0.95) -> MeanCI:
-    "Mean and Student-t confidence interval over runs."
-    x = np.asarray(x, float)
-    if x.ndim != 1 or len(x) < 2: raise ValueError(f"need a 1-D array of at least 2 runs, got shape {x.shape}")
-    if np.isnan(x).any(): raise ValueError("runs contain NaN")
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
-    h = sps.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return MeanCI(float(x.mean()), float(h), float(x.mean() - h), float(x.mean() + h), len(x))
-
-# %% ../nbs/11_stats.ipynb #c12fa501
-def ttest(a, b,                  # per-run values of two methods
-          welch: bool = False):  # Welch's unequal-variance test instead of Student's pooled one
-    "Independent two-sample t-test (Student, or Welch): dict of diff, t, df, p."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2: raise ValueError(f"need at least 2 runs per group, got {len(a)} and {len(b)}")
-    r = sps.ttest_ind(a, b, equal_var=not welch)
-    return dict(diff=float(a.mean() - b.mean()), t=float(r.statistic), df=float(r.df), p=float(r.pvalue))
-
-def welch_ttest(a, b):
-    "Welch's t-test (unequal variances): `ttest(a, b, welch=True)`."
-    return ttest(a, b, welch=True)
-
-# %% ../nbs/11_stats.ipynb #a1b2c3d4padjex
-def paired_ttest(a, b):  # per-seed values of two methods, same seeds in the same order
-    "Paired t-test on the per-seed differences `a - b`: dict of diff, t, df, p."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2: raise ValueError(f"need two 1-d arrays of equal length >= 2, got shapes {a.shape} and {b.shape}")
-    r = sps.ttest_rel(a, b)
-    return dict(diff=float((a - b).mean()), t=float(r.statistic), df=float(len(a) - 1), p=float(r.pvalue))
-
-def adjust_p(p, method: str = "holm") -> np.ndarray:  # p-values (k,); 'bonferroni', 'holm' or 'bh'
-    "p-values adjusted for `k` comparisons (Bonferroni, Holm step-down, Benjamini-Hochberg step-up), capped at 1."
-    p = np.asarray(p, float); k = len(p); o = np.argsort(p); out = np.empty(k)
-    if method == "bonferroni": return np.minimum(p * k, 1.0)
-    if method == "holm": out[o] = np.maximum.accumulate(p[o] * (k - np.arange(k)))
-    elif method == "bh": out[o] = np.minimum.accumulate((p[o] * k / np.arange(1, k + 1))[::-1])[::-1]
-    else: raise ValueError(f"method must be 'bonferroni', 'holm' or 'bh', got {method!r}")
-    return np.minimum(out, 1.0)
-
-# %% ../nbs/11_stats.ipynb #b3a3cbca
-def versus_table(runs,                 # {method: per-run values} or a long DataFrame
-                 reference=None,       # method to compare against; default: highest mean
-                 welch: bool = False,
-                 alpha: float = 0.05,
-                 by: str = "method", value: str = "value") -> pd.DataFrame:
-    "Tidy table: the reference method vs each other method (means, 95% CIs, difference, t-test p, significant)."
-    if isinstance(runs, pd.DataFrame): runs = {k: g[value].to_numpy() for k, g in runs.groupby(by, sort=False)}
-    runs = {k: np.asarray(v, float) for k, v in runs.items()}
-    if reference is None: reference = max(runs, key=lambda k: runs[k].mean())
-    if reference not in runs: raise ValueError(f"reference {reference!r} is not one of {list(runs)}")
-    ca = mean_ci(runs[reference]); rows = []
-    for k, v in runs.items():
-        if k == reference: continue
-        cb, t = mean_ci(v), ttest(runs[reference], v, welch)
-        rows.append(dict(A=reference, B=k, mean_A=ca.mean, ci_A=ca.half_width, mean_B=cb.mean, ci_B=cb.half_width,
-                         mean_diff=t["diff"], t=t["t"], p=t["p"], test="welch" if welch else "student", significant=t["p"] < alpha))
-    return pd.DataFrame(rows)
-
 # %% ../nbs/11_stats.ipynb #87ed588b
 def _bench_data(n, L, seed=0):
     rng = np.random.default_rng(seed)
@@ -420,3 +362,13 @@ def bench_delong(quick: bool = False) -> dict:
     y, a, b = _bench_data(n, L)
     w, c = _timed(lambda: delong_test(y, a, b))
     return dict(n=n, labels=L, seconds=w, cpu_seconds=c)
+
+# %% ../nbs/11_stats.ipynb #0340d8fa
+_MOVED = ("MeanCI", "mean_ci", "ttest", "welch_ttest", "paired_ttest", "adjust_p", "versus_table")
+
+def __getattr__(name: str):
+    "Deprecated aliases of the run-level statistics, which moved to `medssl.runstats`."
+    if name not in _MOVED: raise AttributeError(f"module 'medssl.stats' has no attribute {name!r}")
+    import importlib
+    warnings.warn(f"medssl.stats.{name} moved to medssl.runstats.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module("medssl.runstats"), name)
