@@ -1,5 +1,6 @@
 "Tests of the training side: optimisers and schedules, the gradient cache, accumulation, global BN and gradient averaging in 2 gloo processes, exact resume of fine-tunes and sweeps."
-import math, socket
+import math, socket, sys
+from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,17 +26,12 @@ class NormFree(nn.Module):
     def forward(self, x): return self.forward_features(x)
 
 
-class Reports(Dataset):
-    "Images with labels, patients and report texts."
-    def __init__(self, n=16, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.rand(n, 1, 32, 32, generator=g); self.labels = (torch.rand(n, 3, generator=g) > .5).float().numpy()
-        self.patients = np.array([f"p{i // 2}" for i in range(n)]); self.pathologies = ["a", "b", "c"]
-        self.texts = [f"{'effusion' if l[0] else 'clear'} lungs {'big' if l[1] else 'normal'} heart" for l in self.labels]
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i):
-        return dict(image=self.images[i], labels=torch.from_numpy(self.labels[i]), text=self.texts[i], patient=self.patients[i],
-                    study=f"s{i}", view="PA", index=i)
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "legacy_pretrain"))
+from tiny import TinyDS    # images, three labels, patients, report texts
+
+class Reports(TinyDS):
+    "`n` 32 px images with labels, patients and report texts."
+    def __init__(self, n=16, seed=0): super().__init__(n, 32, seed)
 
 
 # --- optimisers and schedules ------------------------------------------------------------------------------------

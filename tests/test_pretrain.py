@@ -11,18 +11,10 @@ CASE = textwrap.dedent('''
     import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
     from medssl.pretrain import pretrain
 
-    class TinyDS(torch.utils.data.Dataset):
-        def __init__(self, n=16, size=32, seed=0):
-            g = torch.Generator().manual_seed(seed)
-            self.images = torch.rand(n, 1, size, size, generator=g)
-            self.labels = (torch.rand(n, 3, generator=g) > .5).float().numpy()
-            self.patients = np.array([f"p{i // 2}" for i in range(n)])
-            self.pathologies = ["a", "b", "c"]
-            self.texts = [f"{'effusion' if l[0] else 'clear'} lungs {'big' if l[1] else 'normal'} heart" for l in self.labels]
-        def __len__(self): return len(self.images)
-        def __getitem__(self, i):
-            return dict(image=self.images[i], labels=torch.from_numpy(self.labels[i]), text=self.texts[i],
-                        patient=self.patients[i], study=f"s{i}", view="PA", index=i)
+    from tiny import TinyDS as _Tiny          # tests/fixtures/legacy_pretrain/tiny.py: images, labels, patients, reports
+
+    class TinyDS(_Tiny):
+        def __init__(self, n=16, size=32, seed=0): super().__init__(n, size, seed)
 
     class NormFree(nn.Module):
         "No BatchNorm: per-process BN statistics are the one thing DDP on CPU cannot make equal."
@@ -52,14 +44,16 @@ CASE = textwrap.dedent('''
                         device="cpu", out_dir=out_dir, progress=False, **{**hp, **kw})
 ''')
 
+FIXTURES = Path(__file__).parent/"fixtures"/"legacy_pretrain"
+
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("case")
     (d/"ddp_case.py").write_text(CASE)
-    sys.path.insert(0, str(d))
+    sys.path.insert(0, str(FIXTURES)); sys.path.insert(0, str(d))
     import ddp_case
     yield d, ddp_case
-    sys.path.remove(str(d))
+    sys.path.remove(str(d)); sys.path.remove(str(FIXTURES))
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch): monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path/"cache"))
@@ -116,7 +110,7 @@ def test_ddp_two_processes_match_single(case, tmp_path):
     names = list(c.RUNS)
     script = d/"ddp_run.py"
     script.write_text("import ddp_case\n" + "".join(f"ddp_case.run({m!r}, {str(tmp_path/('ddp_' + m))!r})\n" for m in names))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -181,7 +175,7 @@ def test_killed_mid_epoch_resumes_exactly(case, tmp_path):
         if __name__ == "__main__": run(sys.argv[1])
     '''))
     sys.path.insert(0, str(d)); import slow_case
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     killed = tmp_path/"killed"
     p = subprocess.Popen([sys.executable, str(d/"slow_case.py"), str(killed)], env=env)
