@@ -28,11 +28,13 @@ def ds_labels(ds: Dataset) -> np.ndarray:
     if not hasattr(ds, "labels"): raise ValueError(f"{type(ds).__name__} has no `.labels` (N x L array)")
     return np.asarray(ds.labels, dtype=np.float32).reshape(len(ds), -1)
 
+# %% ../nbs/09_probe.ipynb #4fc00117
 def ds_patients(ds: Dataset) -> np.ndarray:
     "Patient ids of a dataset or `Subset` (one per example; the index when the dataset has none)."
     if isinstance(ds, Subset): return ds_patients(ds.dataset)[np.asarray(ds.indices, dtype=int)]
     return np.asarray(getattr(ds, "patients", None) if hasattr(ds, "patients") else np.arange(len(ds))).astype(str)
 
+# %% ../nbs/09_probe.ipynb #e1099a47
 def ds_pathologies(ds: Dataset) -> list:
     "Label names of a dataset or `Subset` (`label0`, ... when the dataset names none)."
     if isinstance(ds, Subset): return ds_pathologies(ds.dataset)
@@ -51,6 +53,7 @@ def weights_hash(model: nn.Module, n: int = 16) -> str:
 def _image_size(ds):
     return tuple(ds[0]["image"].shape[-2:]) if len(ds) else ()
 
+# %% ../nbs/09_probe.ipynb #c58e83cc
 def dataset_key(ds: Dataset, key: str | None = None) -> str:
     "Identity of a dataset for caching: a user `key`, else class + length + hash of labels and patients (+ split, size)."
     if key is not None: return cache_key("user", key, len(ds))
@@ -159,12 +162,14 @@ def _check_xy(X, Y, name):
     if len(X) != len(Y): raise ValueError(f"X_{name} has {len(X)} rows but Y_{name} has {len(Y)}")
     return X, Y
 
+# %% ../nbs/09_probe.ipynb #b37f1a38
 def _check_labels(Y, name="Y_train"):
     "Raise if a label column has no positive or no negative (nothing to learn, no AUC)."
     Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
     bad = sorted(set(np.flatnonzero(np.nansum(Y == 1, 0) == 0)) | set(np.flatnonzero(np.nansum(Y == 0, 0) == 0)))
     if bad: raise ValueError(f"{name} label column(s) {[int(j) for j in bad]} hold a single class (no positives or no negatives)")
 
+# %% ../nbs/09_probe.ipynb #100d5766
 def linear_probe(X_train, Y_train, X_val, Y_val, X_test=None, Y_test=None,
                  l2_grid=tuple(np.logspace(-4, 0, 9)),  # L2 strengths tried (per-label mean loss + l2/2 ||W||^2)
                  max_iter: int = 200, device: str = "cpu") -> LinearProbe:

@@ -22,6 +22,7 @@ class MeanCI:
     high: float
     n: int
 
+# %% ../nbs/11a_runstats.ipynb #fd9c63f4
 def mean_ci(x,                    # one value per run (seed)
             level: float = 0.95) -> MeanCI:
     "Mean and Student-t confidence interval over runs."
@@ -41,6 +42,7 @@ def ttest(a, b,                  # per-run values of two methods
     r = sps.ttest_ind(a, b, equal_var=not welch)
     return dict(diff=float(a.mean() - b.mean()), t=float(r.statistic), df=float(r.df), p=float(r.pvalue))
 
+# %% ../nbs/11a_runstats.ipynb #9bec8208
 def welch_ttest(a, b):
     "Welch's t-test (unequal variances): `ttest(a, b, welch=True)`."
     return ttest(a, b, welch=True)
@@ -53,6 +55,7 @@ def paired_ttest(a, b):  # per-seed values of two methods, same seeds in the sam
     r = sps.ttest_rel(a, b)
     return dict(diff=float((a - b).mean()), t=float(r.statistic), df=float(len(a) - 1), p=float(r.pvalue))
 
+# %% ../nbs/11a_runstats.ipynb #c157190b
 def adjust_p(p, method: str = "holm") -> np.ndarray:  # p-values (k,); 'bonferroni', 'holm' or 'bh'
     "p-values adjusted for `k` comparisons (Bonferroni, Holm step-down, Benjamini-Hochberg step-up), capped at 1."
     p = np.asarray(p, float); k = len(p); o = np.argsort(p); out = np.empty(k)

@@ -27,6 +27,7 @@ def _block(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
                          nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
+# %% ../nbs/10_segment.ipynb #5a3b41a6
 @torch.no_grad()
 def stage_channels(encoder: nn.Module, size: int = 64) -> list:
     "Channel count of each of `encoder.forward_stages` (probed in eval mode on a blank image; BN statistics untouched)."
@@ -64,11 +65,13 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) ->
     inter = (probs * target).sum((-2, -1))
     return (2 * inter + smooth) / (probs.sum((-2, -1)) + target.sum((-2, -1)) + smooth)
 
+# %% ../nbs/10_segment.ipynb #97c3ca23
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0) -> torch.Tensor:
     "Mean pixel BCE (times `bce_weight`) plus mean soft-Dice loss; `logits`, `target`: `(N, C, H, W)`."
     if logits.shape != target.shape: raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
     return bce_weight * F.binary_cross_entropy_with_logits(logits, target) + (1 - soft_dice(torch.sigmoid(logits), target)).mean()
 
+# %% ../nbs/10_segment.ipynb #b3ded8d6
 def dice_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     "Hard Dice per image `(N,)` (mean over channels) of `sigmoid(logits) > threshold`; empty vs empty = 1."
     pred, t = (torch.sigmoid(logits) > threshold).float(), (target > 0.5).float()

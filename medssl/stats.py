@@ -24,6 +24,7 @@ def _tie_groups(ss):
     np.not_equal(ss[1:], ss[:-1], out=new[1:])
     return np.cumsum(new) - 1
 
+# %% ../nbs/11_stats.ipynb #d86de1b2
 def placements(y,  # binary labels (n,), 0/1, no NaN
                s): # scores (n,)
     "Placement values `(v10, v01)`: per positive the share of negatives below it, per negative the share of positives above it (ties 1/2)."
@@ -44,12 +45,14 @@ def _as2d(a, name, n=None):
         raise ValueError(f"length mismatch: y has {n} rows but {name} has {a2.shape[0]}")
     return a2
 
+# %% ../nbs/11_stats.ipynb #a66b9c85
 def _label_names(labels, L):
     if labels is None: return [f"label {i}" for i in range(L)] if L > 1 else ["auc"]
     labels = list(labels)
     if len(labels) != L: raise ValueError(f"labels has {len(labels)} names for {L} label columns")
     return [str(l) for l in labels]
 
+# %% ../nbs/11_stats.ipynb #952c001a
 def check_inputs(y, scores: dict, labels=None):
     "Validate labels `y` and named score arrays; return `(y2d, [s2d...], names, was_1d)`."
     y2 = _as2d(y, "y"); n, L = y2.shape
@@ -212,6 +215,7 @@ def _aggregate(a,            # (..., L) per-label AUCs
     else: raise ValueError(f"average must be None, 'mean' or 'weighted', got {average!r}")
     return np.concatenate([a, agg[..., None]], -1)
 
+# %% ../nbs/11_stats.ipynb #0fc0fb29
 def _jack_weights(y2):
     "Positives per label with each row left out: (n, L)."
     return (y2 == 1).sum(0) - (y2 == 1)
@@ -224,6 +228,7 @@ def percentile_ci(reps,               # replicates (B, K); NaN replicates are dr
     q = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
     return np.nanpercentile(np.asarray(reps, float), q, axis=0).T
 
+# %% ../nbs/11_stats.ipynb #452ac23d
 def bca_ci(reps,                  # replicates (B, K)
            theta,                 # estimates on the full sample (K,)
            jack,                  # leave-one-out estimates (n, K)
@@ -271,6 +276,7 @@ def _intervals(reps, theta, jack, method, level):
     if method == "bca": return bca_ci(reps_ok, theta, jack(), level)
     raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
 
+# %% ../nbs/11_stats.ipynb #aa8c5d86
 def bootstrap_ci(y, s,                  # labels and scores, (n,) or (n, L)
                  B: int = 1000, seed: int = 0,
                  method: str = "percentile", # or "bca"
@@ -342,6 +348,7 @@ def _timed(f):
     w, c = time.perf_counter(), time.process_time(); f()
     return time.perf_counter() - w, time.process_time() - c
 
+# %% ../nbs/11_stats.ipynb #2e2a65a1
 def bench_paired_bootstrap(quick: bool = False) -> dict:
     "Time `paired_bootstrap_diff` against a per-replicate `roc_auc_score` loop (scaled from a few replicates)."
     from sklearn.metrics import roc_auc_score
@@ -356,6 +363,7 @@ def bench_paired_bootstrap(quick: bool = False) -> dict:
     return dict(n=n, labels=L, models=2, B=B, fast_s=fast[0], naive_s=naive_w, speedup=naive_w / fast[0],
                 fast_cpu_s=fast[1], naive_cpu_s=naive_c, speedup_cpu=naive_c / fast[1])
 
+# %% ../nbs/11_stats.ipynb #48975923
 def bench_delong(quick: bool = False) -> dict:
     "Time `delong_test` for 14 labels (wall and CPU seconds)."
     n, L = (5_000, 14) if quick else (50_000, 14)
