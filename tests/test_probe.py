@@ -141,3 +141,12 @@ def test_sgd_linear_classifier_keeps_the_backbone_frozen(data):
     tr, va, te = data; net = _net(); h = weights_hash(net)
     p = _sgd_lincls(net, tr, va, te, epochs=3, lr=1.0, batch_size=32, device=torch.device("cpu"), seed=0)
     assert weights_hash(net) == h and p.shape == (len(te), 2)
+
+
+def test_finetune_freeze_backbone_freezes_bn_statistics(data):
+    "`freeze_backbone=True` trains the head only: the backbone's weights and BN running statistics stay as they were."
+    tr, va, _ = data; net = _net(); h = weights_hash(net)
+    r = finetune(net, tr, va, epochs=1, lr=1e-2, batch_size=32, freeze_backbone=True, progress=False)
+    assert weights_hash(r.model.backbone) == h
+    assert not torch.equal(r.model.head.fc.weight, finetune(net, tr, va, epochs=1, lr=1e-2, batch_size=32, freeze_backbone=True,
+                                                            seed=1, progress=False).model.head.fc.weight)
