@@ -15,7 +15,8 @@ import medssl
 from . import models, phantom, similarity, stats
 from .core import MALLOC_TUNABLES, atomic_write, pick_device, scoped_env, seed_everything
 from .datasets import CheXpert, patient_split
-from .probe import bench_linear_probe, features, finetune
+from .probe import features
+from .finetuning import bench_linear_probe, finetune
 from .pretrain import bench_moco_step
 
 # %% auto #0
@@ -178,7 +179,7 @@ def _probe_backbone(tr, va) -> nn.Module:
     return finetune(models.backbone("cxrnet"), tr, va, epochs=3, lr=1e-3, batch_size=64, progress=False).model.backbone
 
 def bench_probe(ctx: BenchContext) -> list[dict]:
-    "Linear probe on cached features vs SGD epochs through the frozen backbone (`probe.bench_linear_probe`)."
+    "Linear probe on cached features vs SGD epochs through the frozen backbone (`finetuning.bench_linear_probe`)."
     tr, va, te = _probe_splits(ctx); epochs = 10 if ctx.quick else 100
     r = bench_linear_probe(_probe_backbone(tr, va), tr, va, te, sgd_epochs=epochs, device="cpu")
     ok = r["speedup_cached"] >= 20 and abs(r["auc_diff"]) <= 0.01
@@ -225,7 +226,7 @@ def _moco_rows(ctx, configs, device):
     for arch, size, batch, steps in configs:
         r = bench_moco_step(arch, size=size, batch=batch, steps=steps, device=device, K=4096, repeats=1, warmup=2)
         rows.append(make_row(f"moco_step[{arch},{size}px{',' + device if device != 'cpu' else ''}]",
-                             f"MoCo v2 step via pretrain.train_step: {arch}, {size} px, batch {batch}, K=4096, {r['device']}",
+                             f"MoCo v2 step via engine.train_step: {arch}, {size} px, batch {batch}, K=4096, {r['device']}",
                              "hand-written builder.py-style MoCo step", batch / r["plain"], batch / r["ours"],
                              ">= 0.95x the hand-written step's images/s (issue 6)", r["ratio"] >= 0.95, per_s=r["ours"],
                              notes=f"hand-written {r['plain']:,.0f} images/s; median of {steps} alternating steps"))

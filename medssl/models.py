@@ -29,12 +29,16 @@ def _norm_stats(in_chans):
     return (sum(IMAGENET_MEAN)/3,)*in_chans, (sum(IMAGENET_STD)/3,)*in_chans
 
 class _BackboneMixin:
-    "Normalization buffers and the `forward = forward_features` rule shared by every medssl backbone."
+    "Normalization buffers, the classifier dropped, and the `forward = forward_features` rule shared by every medssl backbone."
     def _init_norm(self, in_chans):
         m, s = _norm_stats(in_chans)
         self.register_buffer("input_mean", torch.tensor(m).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(s).view(1, -1, 1, 1), persistent=False)
         self.in_chans = in_chans
+    def _drop_head(self, name: str):
+        "Replace the classifier attribute `name` by `nn.Identity` (the network ends at pooled features, `num_features` wide)."
+        self.num_features = getattr(self, name).in_features
+        setattr(self, name, nn.Identity())
     def normalize(self, x): return (x - self.input_mean) / self.input_std
     def forward(self, x): return self.forward_features(x)
 
@@ -57,8 +61,7 @@ class TorchvisionResNet(_BackboneMixin, ResNet):
         if in_chans != 3:
             self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.num_features = self.fc.in_features
-        self.fc = nn.Identity()
+        self._drop_head("fc")
         self.stage_channels = [l[-1].conv3.out_channels if block is Bottleneck else l[-1].conv2.out_channels
                                for l in (self.layer1, self.layer2, self.layer3, self.layer4)]
         self._init_norm(in_chans)
@@ -80,8 +83,7 @@ class TorchvisionDenseNet(_BackboneMixin, DenseNet):
             c0 = self.features.conv0
             self.features.conv0 = nn.Conv2d(in_chans, c0.out_channels, 7, 2, 3, bias=False)
             nn.init.kaiming_normal_(self.features.conv0.weight)
-        self.num_features = self.classifier.in_features
-        self.classifier = nn.Identity()
+        self._drop_head("classifier")
         self._init_norm(in_chans)
         f = self.features
         self.stage_channels = [self._out_ch(getattr(f, f"denseblock{i}")) for i in range(1, 5)]

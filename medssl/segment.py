@@ -6,14 +6,16 @@
 from __future__ import annotations
 import copy, time
 from dataclasses import dataclass
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
-from .core import seed_everything, pick_device
+from .core import seed_everything, pick_device, cache_key
+from .engine import Objective, Checkpoint, fit, amp_dtype_for
+from .optim import make_optimizer, make_scheduler
 
 # %% auto #0
 __all__ = ['stage_channels', 'UNet', 'soft_dice', 'dice_bce_loss', 'dice_score', 'predict_masks', 'SegResult',
@@ -25,6 +27,7 @@ def _block(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
                          nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
+# %% ../nbs/10_segment.ipynb #5a3b41a6
 @torch.no_grad()
 def stage_channels(encoder: nn.Module, size: int = 64) -> list:
     "Channel count of each of `encoder.forward_stages` (probed in eval mode on a blank image; BN statistics untouched)."
@@ -62,11 +65,13 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) ->
     inter = (probs * target).sum((-2, -1))
     return (2 * inter + smooth) / (probs.sum((-2, -1)) + target.sum((-2, -1)) + smooth)
 
+# %% ../nbs/10_segment.ipynb #97c3ca23
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0) -> torch.Tensor:
     "Mean pixel BCE (times `bce_weight`) plus mean soft-Dice loss; `logits`, `target`: `(N, C, H, W)`."
     if logits.shape != target.shape: raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
     return bce_weight * F.binary_cross_entropy_with_logits(logits, target) + (1 - soft_dice(torch.sigmoid(logits), target)).mean()
 
+# %% ../nbs/10_segment.ipynb #b3ded8d6
 def dice_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     "Hard Dice per image `(N,)` (mean over channels) of `sigmoid(logits) > threshold`; empty vs empty = 1."
     pred, t = (torch.sigmoid(logits) > threshold).float(), (target > 0.5).float()
@@ -95,35 +100,41 @@ class SegResult:
     val_dice: float
     test_dice: np.ndarray | None = None  # (N_test,) per-image Dice
 
+# %% ../nbs/10_segment.ipynb #ef48aa38
+def _seg_key(model: nn.Module, train_ds, val_ds, hp: dict) -> str:
+    "Identity of a segmentation run: initial weights, data (sizes and first masks) and settings."
+    from medssl.probe import weights_hash
+    data = [(len(d), float(d[0]["mask"].sum()), float(d[len(d) - 1]["image"].sum())) for d in (train_ds, val_ds)]
+    return cache_key(weights_hash(model), data, hp)
+
 # %% ../nbs/10_segment.ipynb #176d7253
 def train_segmentation(model: nn.Module,  # e.g. `UNet(backbone)`; copied, the caller's model is unchanged
                        train_ds: Dataset, val_ds: Dataset, test_ds: Dataset | None = None,  # samples with `mask` (C,H,W)
                        epochs: int = 20, lr: float = 1e-3, batch_size: int = 16, weight_decay: float = 0.0,
                        patience: int | None = None,  # early stopping on validation Dice
                        schedule: str | None = "cosine", seed: int = 0, device: str = "auto",
-                       progress: bool = True) -> SegResult:
-    "Train a segmentation model with Dice + BCE and Adam; keep the best validation-Dice epoch, early-stop on patience."
+                       progress: bool = True,
+                       optimizer: str = "adam",             # a `medssl.optim.OPTIMIZERS` name
+                       accumulate: int = 1,                 # micro-batches per step (see `medssl.engine.train_step`)
+                       amp: bool | str | None = False,
+                       ckpt_dir: str | Path | None = None,  # checkpoint every epoch here; a later call resumes
+                       resume: bool = True, stop_after: int | None = None) -> SegResult:
+    "Train a segmentation model with Dice + BCE; keep the best validation-Dice epoch, early-stop on patience."
     if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if "mask" not in train_ds[0]: raise ValueError(f"{type(train_ds).__name__} samples have no 'mask'")
+    hp = {k: v for k, v in locals().items() if k in ("epochs", "lr", "batch_size", "weight_decay", "patience", "schedule", "seed", "optimizer", "accumulate", "amp")}
     device, g = pick_device(device), seed_everything(seed)
-    model = copy.deepcopy(model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if schedule == "cosine" else None
-    dl = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(train_ds) > batch_size)
-    best, hist = -np.inf, []
-    for ep in tqdm(range(1, epochs + 1), desc="segmentation", leave=False, disable=not progress):
-        t0, tot, n = time.perf_counter(), 0.0, 0; model.train()
-        for b in dl:
-            x, m = b["image"].to(device), b["mask"].to(device)
-            loss = dice_bce_loss(model(x), m); opt.zero_grad(); loss.backward(); opt.step()
-            tot += loss.item() * len(x); n += len(x)
-        if sched: sched.step()
-        vd = float(predict_masks(model, val_ds, device=device)[1].mean())
-        hist.append(dict(epoch=ep, train_loss=tot / max(n, 1), val_dice=vd, seconds=time.perf_counter() - t0))
-        if vd > best: best, best_ep, state = vd, ep, copy.deepcopy(model.state_dict())
-        elif patience is not None and ep - best_ep >= patience: break
-    model.load_state_dict(state); model.eval()
-    res = SegResult(model, pd.DataFrame(hist), best_ep, len(hist), best)
+    obj = Objective(copy.deepcopy(model).to(device), dice_bce_loss, y="mask")
+    opt = make_optimizer(obj.parameters(), optimizer, lr, weight_decay)
+    sched = None if schedule is None else make_scheduler(opt, schedule, epochs)
+    ck = None if ckpt_dir is None else Checkpoint(Path(ckpt_dir)/"checkpoint.pt", _seg_key(model, train_ds, val_ds, hp), resume=resume)
+    st = fit(obj, lambda ep: DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(train_ds) > batch_size),
+             opt, epochs, device, sched=sched, sched_per="epoch", amp_dtype=amp_dtype_for(device, amp), accumulate=accumulate,
+             evaluate=lambda o: float(predict_masks(o.model, val_ds, device=device)[1].mean()), score="val_dice", patience=patience,
+             checkpoint=ck, stop_after=stop_after, generators=dict(data=g), item_mean=True, progress=progress, desc="segmentation")
+    obj.load_state_dict(st.best_state); model = obj.model.eval()
+    hist = pd.DataFrame(st.rows).rename(columns={"loss": "train_loss"})[["epoch", "train_loss", "val_dice", "seconds"]]
+    res = SegResult(model, hist, st.best_epoch, st.epoch, st.best)
     if test_ds is not None: res.test_dice = predict_masks(model, test_ds, device=device)[1]
     return res
 

@@ -15,8 +15,7 @@ from scipy.special import ndtr, ndtri
 # %% auto #0
 __all__ = ['placements', 'check_inputs', 'auc', 'mean_auc', 'bootstrap_indices', 'bootstrap_aucs', 'jackknife_aucs',
            'percentile_ci', 'bca_ci', 'BootstrapResult', 'bootstrap_ci', 'paired_bootstrap_diff', 'delong_cov',
-           'delong_test', 'MeanCI', 'mean_ci', 'ttest', 'welch_ttest', 'paired_ttest', 'adjust_p', 'versus_table',
-           'bench_paired_bootstrap', 'bench_delong']
+           'delong_test', 'bench_paired_bootstrap', 'bench_delong']
 
 # %% ../nbs/11_stats.ipynb #1e4d9da5
 def _tie_groups(ss):
@@ -25,6 +24,7 @@ def _tie_groups(ss):
     np.not_equal(ss[1:], ss[:-1], out=new[1:])
     return np.cumsum(new) - 1
 
+# %% ../nbs/11_stats.ipynb #d86de1b2
 def placements(y,  # binary labels (n,), 0/1, no NaN
                s): # scores (n,)
     "Placement values `(v10, v01)`: per positive the share of negatives below it, per negative the share of positives above it (ties 1/2)."
@@ -45,12 +45,14 @@ def _as2d(a, name, n=None):
         raise ValueError(f"length mismatch: y has {n} rows but {name} has {a2.shape[0]}")
     return a2
 
+# %% ../nbs/11_stats.ipynb #a66b9c85
 def _label_names(labels, L):
     if labels is None: return [f"label {i}" for i in range(L)] if L > 1 else ["auc"]
     labels = list(labels)
     if len(labels) != L: raise ValueError(f"labels has {len(labels)} names for {L} label columns")
     return [str(l) for l in labels]
 
+# %% ../nbs/11_stats.ipynb #952c001a
 def check_inputs(y, scores: dict, labels=None):
     "Validate labels `y` and named score arrays; return `(y2d, [s2d...], names, was_1d)`."
     y2 = _as2d(y, "y"); n, L = y2.shape
@@ -71,13 +73,25 @@ def check_inputs(y, scores: dict, labels=None):
 # %% ../nbs/11_stats.ipynb #5d21674c
 def auc(y,            # labels (n,) or (n, L): 1, 0 or NaN (ignored)
         s,            # scores, same shape as `y`
-        labels=None): # optional label names used in error messages
+        labels=None,  # optional label names used in error messages
+        one_class: str = "raise"): # a label with one class only: 'raise' (ValueError) or 'nan' (its AUC is NaN)
     "Exact ROC AUC (Mann-Whitney, ties 1/2): a float for 1-D input, an array (L,) for 2-D."
+    if one_class not in ("raise", "nan"): raise ValueError(f"one_class must be 'raise' or 'nan', got {one_class!r}")
+    if one_class == "nan": return _auc_or_nan(y, s, labels)
     y2, (s2,), names, one = check_inputs(y, {"s": s}, labels)
     out = np.empty(y2.shape[1])
     for j in range(y2.shape[1]):
         v = ~np.isnan(y2[:, j]); out[j] = placements(y2[v, j], s2[v, j])[0].mean()
     return float(out[0]) if one else out
+
+# %% ../nbs/11_stats.ipynb #e3decf5f
+def _auc_or_nan(y, s, labels=None):
+    "`auc` of the labels that hold both classes; NaN for the others."
+    y2 = _as2d(y, "y"); s2 = _as2d(s, "s", len(y2))
+    ok = [bool(np.nansum(y2[:, j] == 1) and np.nansum(y2[:, j] == 0)) for j in range(y2.shape[1])]
+    out = np.full(y2.shape[1], np.nan)
+    if any(ok): out[ok] = auc(y2[:, ok], s2[:, ok], None if labels is None else [l for l, k in zip(labels, ok) if k])
+    return float(out[0]) if np.ndim(y) == 1 else out
 
 # %% ../nbs/11_stats.ipynb #0f2d914d
 def mean_auc(y, s,
@@ -201,6 +215,7 @@ def _aggregate(a,            # (..., L) per-label AUCs
     else: raise ValueError(f"average must be None, 'mean' or 'weighted', got {average!r}")
     return np.concatenate([a, agg[..., None]], -1)
 
+# %% ../nbs/11_stats.ipynb #0fc0fb29
 def _jack_weights(y2):
     "Positives per label with each row left out: (n, L)."
     return (y2 == 1).sum(0) - (y2 == 1)
@@ -213,6 +228,7 @@ def percentile_ci(reps,               # replicates (B, K); NaN replicates are dr
     q = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
     return np.nanpercentile(np.asarray(reps, float), q, axis=0).T
 
+# %% ../nbs/11_stats.ipynb #452ac23d
 def bca_ci(reps,                  # replicates (B, K)
            theta,                 # estimates on the full sample (K,)
            jack,                  # leave-one-out estimates (n, K)
@@ -260,6 +276,7 @@ def _intervals(reps, theta, jack, method, level):
     if method == "bca": return bca_ci(reps_ok, theta, jack(), level)
     raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
 
+# %% ../nbs/11_stats.ipynb #aa8c5d86
 def bootstrap_ci(y, s,                  # labels and scores, (n,) or (n, L)
                  B: int = 1000, seed: int = 0,
                  method: str = "percentile", # or "bca"
@@ -319,75 +336,6 @@ def delong_test(y, s_a, s_b, labels=None) -> pd.DataFrame:
         rows.append(dict(label=nm, auc_a=aa, auc_b=ab, auc_diff=d, se=np.sqrt(var), z=z, p=2 * ndtr(-abs(z))))
     return pd.DataFrame(rows)
 
-# %% ../nbs/11_stats.ipynb #fa698c29
-@dataclass
-class MeanCI:
-    "Mean of repeated runs with a t-based confidence interval."
-    mean: float
-    half_width: float  # the "± CI range" of paper 003
-    low: float
-    high: float
-    n: int
-
-def mean_ci(x,                    # one value per run (seed)
-            level: float = 0.95) -> MeanCI:
-    "Mean and Student-t confidence interval over runs."
-    x = np.asarray(x, float)
-    if x.ndim != 1 or len(x) < 2: raise ValueError(f"need a 1-D array of at least 2 runs, got shape {x.shape}")
-    if np.isnan(x).any(): raise ValueError("runs contain NaN")
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
-    h = sps.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return MeanCI(float(x.mean()), float(h), float(x.mean() - h), float(x.mean() + h), len(x))
-
-# %% ../nbs/11_stats.ipynb #c12fa501
-def ttest(a, b,                  # per-run values of two methods
-          welch: bool = False):  # Welch's unequal-variance test instead of Student's pooled one
-    "Independent two-sample t-test (Student, or Welch): dict of diff, t, df, p."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2: raise ValueError(f"need at least 2 runs per group, got {len(a)} and {len(b)}")
-    r = sps.ttest_ind(a, b, equal_var=not welch)
-    return dict(diff=float(a.mean() - b.mean()), t=float(r.statistic), df=float(r.df), p=float(r.pvalue))
-
-def welch_ttest(a, b):
-    "Welch's t-test (unequal variances): `ttest(a, b, welch=True)`."
-    return ttest(a, b, welch=True)
-
-# %% ../nbs/11_stats.ipynb #a1b2c3d4padjex
-def paired_ttest(a, b):  # per-seed values of two methods, same seeds in the same order
-    "Paired t-test on the per-seed differences `a - b`: dict of diff, t, df, p."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2: raise ValueError(f"need two 1-d arrays of equal length >= 2, got shapes {a.shape} and {b.shape}")
-    r = sps.ttest_rel(a, b)
-    return dict(diff=float((a - b).mean()), t=float(r.statistic), df=float(len(a) - 1), p=float(r.pvalue))
-
-def adjust_p(p, method: str = "holm") -> np.ndarray:  # p-values (k,); 'bonferroni', 'holm' or 'bh'
-    "p-values adjusted for `k` comparisons (Bonferroni, Holm step-down, Benjamini-Hochberg step-up), capped at 1."
-    p = np.asarray(p, float); k = len(p); o = np.argsort(p); out = np.empty(k)
-    if method == "bonferroni": return np.minimum(p * k, 1.0)
-    if method == "holm": out[o] = np.maximum.accumulate(p[o] * (k - np.arange(k)))
-    elif method == "bh": out[o] = np.minimum.accumulate((p[o] * k / np.arange(1, k + 1))[::-1])[::-1]
-    else: raise ValueError(f"method must be 'bonferroni', 'holm' or 'bh', got {method!r}")
-    return np.minimum(out, 1.0)
-
-# %% ../nbs/11_stats.ipynb #b3a3cbca
-def versus_table(runs,                 # {method: per-run values} or a long DataFrame
-                 reference=None,       # method to compare against; default: highest mean
-                 welch: bool = False,
-                 alpha: float = 0.05,
-                 by: str = "method", value: str = "value") -> pd.DataFrame:
-    "Tidy table: the reference method vs each other method (means, 95% CIs, difference, t-test p, significant)."
-    if isinstance(runs, pd.DataFrame): runs = {k: g[value].to_numpy() for k, g in runs.groupby(by, sort=False)}
-    runs = {k: np.asarray(v, float) for k, v in runs.items()}
-    if reference is None: reference = max(runs, key=lambda k: runs[k].mean())
-    if reference not in runs: raise ValueError(f"reference {reference!r} is not one of {list(runs)}")
-    ca = mean_ci(runs[reference]); rows = []
-    for k, v in runs.items():
-        if k == reference: continue
-        cb, t = mean_ci(v), ttest(runs[reference], v, welch)
-        rows.append(dict(A=reference, B=k, mean_A=ca.mean, ci_A=ca.half_width, mean_B=cb.mean, ci_B=cb.half_width,
-                         mean_diff=t["diff"], t=t["t"], p=t["p"], test="welch" if welch else "student", significant=t["p"] < alpha))
-    return pd.DataFrame(rows)
-
 # %% ../nbs/11_stats.ipynb #87ed588b
 def _bench_data(n, L, seed=0):
     rng = np.random.default_rng(seed)
@@ -400,6 +348,7 @@ def _timed(f):
     w, c = time.perf_counter(), time.process_time(); f()
     return time.perf_counter() - w, time.process_time() - c
 
+# %% ../nbs/11_stats.ipynb #2e2a65a1
 def bench_paired_bootstrap(quick: bool = False) -> dict:
     "Time `paired_bootstrap_diff` against a per-replicate `roc_auc_score` loop (scaled from a few replicates)."
     from sklearn.metrics import roc_auc_score
@@ -414,9 +363,20 @@ def bench_paired_bootstrap(quick: bool = False) -> dict:
     return dict(n=n, labels=L, models=2, B=B, fast_s=fast[0], naive_s=naive_w, speedup=naive_w / fast[0],
                 fast_cpu_s=fast[1], naive_cpu_s=naive_c, speedup_cpu=naive_c / fast[1])
 
+# %% ../nbs/11_stats.ipynb #48975923
 def bench_delong(quick: bool = False) -> dict:
     "Time `delong_test` for 14 labels (wall and CPU seconds)."
     n, L = (5_000, 14) if quick else (50_000, 14)
     y, a, b = _bench_data(n, L)
     w, c = _timed(lambda: delong_test(y, a, b))
     return dict(n=n, labels=L, seconds=w, cpu_seconds=c)
+
+# %% ../nbs/11_stats.ipynb #0340d8fa
+_MOVED = ("MeanCI", "mean_ci", "ttest", "welch_ttest", "paired_ttest", "adjust_p", "versus_table")
+
+def __getattr__(name: str):
+    "Deprecated aliases of the run-level statistics, which moved to `medssl.runstats`."
+    if name not in _MOVED: raise AttributeError(f"module 'medssl.stats' has no attribute {name!r}")
+    import importlib
+    warnings.warn(f"medssl.stats.{name} moved to medssl.runstats.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module("medssl.runstats"), name)

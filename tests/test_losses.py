@@ -184,3 +184,33 @@ def test_clip_loss_distributed_matches_single_process(g):
     assert loss_d == pytest.approx(loss.item(), rel=1e-5)
     # each rank's loss is the mean over its own rows, so the mean over ranks is the full-batch loss
     assert torch.allclose(torch.tensor(grad_d), u.grad, atol=1e-6)
+
+
+def _global_loss_worker(rank, world, port, z1, z2, name, out):
+    "Every process computes the *global* loss on gathered embeddings (SimCLR, VICReg, Barlow Twins do)."
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    fn = dict(nt_xent=lambda a, b: nt_xent(a, b, T=0.5), vicreg=vicreg_loss, barlow=barlow_twins_loss)[name]
+    n = len(z1) // world
+    a, b = (z[rank * n:(rank + 1) * n].clone().requires_grad_() for z in (z1, z2))
+    loss = fn(gather_with_grad(a), gather_with_grad(b)); loss.backward()
+    g = a.grad / world                                        # DDP's gradient averaging
+    gs = [torch.zeros_like(g) for _ in range(world)]; dist.all_gather(gs, g)
+    if rank == 0: out.put((float(loss), torch.cat(gs).tolist()))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "vicreg", "barlow"])
+def test_gather_with_grad_global_losses_match_single_process(g, name):
+    """gather_with_grad's backward sums every process's gradient into its rows: with DDP's averaging, two processes that
+    each compute the global loss get the one-process gradient of the whole batch."""
+    z1, z2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    ctx = mp.get_context("spawn"); q = ctx.Queue(); port = _free_port()
+    procs = [ctx.Process(target=_global_loss_worker, args=(r, 2, port, z1, z2, name, q)) for r in range(2)]
+    for p in procs: p.start()
+    loss_d, grad_d = q.get(timeout=60)
+    for p in procs: p.join(30)
+    fn = dict(nt_xent=lambda a, b: nt_xent(a, b, T=0.5), vicreg=vicreg_loss, barlow=barlow_twins_loss)[name]
+    a = z1.clone().requires_grad_(); loss = fn(a, z2); loss.backward()
+    assert loss_d == pytest.approx(loss.item(), rel=1e-5)
+    assert torch.allclose(torch.tensor(grad_d), a.grad, atol=1e-6)

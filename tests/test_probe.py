@@ -1,9 +1,9 @@
-"Tests of medssl.probe: masked labels, frozen backbone, resumable sweeps, determinism, bad input."
+"Tests of medssl.probe and medssl.finetuning: masked labels, frozen backbone, resumable sweeps, determinism, bad input, moved names."
 import numpy as np, pandas as pd, pytest, torch
 from torch.utils.data import Dataset, Subset
 from medssl.models import backbone
-from medssl.probe import (features, linear_probe, finetune, lpft, sweep, load_predictions, weights_hash, ds_labels,
-                          auc_per_label, _fit_logreg, evaluate, shift_eval, finetune_rule)
+from medssl.probe import features, linear_probe, weights_hash, ds_labels, auc_per_label, _fit_logreg
+from medssl.finetuning import finetune, lpft, sweep, load_predictions, evaluate, shift_eval, finetune_rule
 
 
 class Tiny(Dataset):
@@ -115,3 +115,38 @@ def test_bad_input(data):
         sweep({"r": _net}, tr, va, va, out_dir="/tmp/never", protocols=("knn",), progress=False)
     with pytest.raises(ValueError, match="fractions"): finetune_rule("moco_cxr", 0.3)
     with pytest.raises(ValueError, match="layers"): features(_net(), tr, layers="last")
+
+
+def test_auc_per_label_is_stats_auc():
+    "One AUC: the probe's per-label AUC is `medssl.stats.auc` (ties 1/2), NaN for one-class labels, close to sklearn's."
+    from sklearn.metrics import roc_auc_score
+    from medssl import stats
+    rng = np.random.default_rng(0); y = (rng.random((200, 3)) < 0.3).astype(float); s = rng.random((200, 3)).round(1)
+    y[:, 2] = 0; y[:5, 1] = np.nan
+    a = auc_per_label(y, s)
+    assert np.isnan(a[2]) and a[0] == stats.auc(y[:, 0], s[:, 0]) and a[1] == stats.auc(y[5:, 1], s[5:, 1])
+    assert abs(a[0] - roc_auc_score(y[:, 0], s[:, 0])) < 1e-12
+
+
+def test_moved_names_still_work_with_a_warning():
+    import medssl.probe as mp, medssl.finetuning as mf
+    for name in ("finetune", "lpft", "sweep", "load_predictions", "finetune_rule", "FINETUNE_RULES", "bench_linear_probe", "evaluate"):
+        with pytest.warns(DeprecationWarning, match="medssl.finetuning"): assert getattr(mp, name) is getattr(mf, name)
+    with pytest.raises(AttributeError): mp.no_such_name
+
+
+def test_sgd_linear_classifier_keeps_the_backbone_frozen(data):
+    "main_lincls's baseline trains the head only: the backbone's weights and BN statistics never move (they did before the engine)."
+    from medssl.finetuning import _sgd_lincls
+    tr, va, te = data; net = _net(); h = weights_hash(net)
+    p = _sgd_lincls(net, tr, va, te, epochs=3, lr=1.0, batch_size=32, device=torch.device("cpu"), seed=0)
+    assert weights_hash(net) == h and p.shape == (len(te), 2)
+
+
+def test_finetune_freeze_backbone_freezes_bn_statistics(data):
+    "`freeze_backbone=True` trains the head only: the backbone's weights and BN running statistics stay as they were."
+    tr, va, _ = data; net = _net(); h = weights_hash(net)
+    r = finetune(net, tr, va, epochs=1, lr=1e-2, batch_size=32, freeze_backbone=True, progress=False)
+    assert weights_hash(r.model.backbone) == h
+    assert not torch.equal(r.model.head.fc.weight, finetune(net, tr, va, epochs=1, lr=1e-2, batch_size=32, freeze_backbone=True,
+                                                            seed=1, progress=False).model.head.fc.weight)

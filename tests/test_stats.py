@@ -4,7 +4,8 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 from medssl.stats import (auc, mean_auc, placements, bootstrap_indices, bootstrap_aucs, jackknife_aucs,
                           bootstrap_ci, paired_bootstrap_diff, delong_cov, delong_test, percentile_ci, bca_ci,
-                          mean_ci, ttest, welch_ttest, versus_table, bench_paired_bootstrap, bench_delong)
+                          bench_paired_bootstrap, bench_delong)
+from medssl.runstats import mean_ci, ttest, welch_ttest, versus_table
 
 
 def _data(n=600, L=4, seed=0, ties=True):
@@ -156,3 +157,13 @@ def test_bootstrap_with_nan_labels_equals_naive_loop():
         v = ~np.isnan(y[i, 1])
         assert abs(reps[r, 0, 1] - roc_auc_score(y[i, 1][v], a[i, 1][v])) < 1e-12
         assert abs(reps[r, 0, 0] - roc_auc_score(y[i, 0], a[i, 0])) < 1e-12
+
+
+def test_auc_one_class_nan_and_moved_runstats():
+    y = np.array([[1, 0], [0, 0], [1, 1.], [0, np.nan]]); s = np.array([[.9, .2], [.1, .3], [.8, .9], [.2, .4]])
+    a = auc(y, s, one_class="nan"); assert a[0] == 1.0 and a[1] == 1.0
+    y[:, 1] = 0; a = auc(y, s, one_class="nan"); assert a[0] == 1.0 and np.isnan(a[1])
+    with pytest.raises(ValueError, match="only one class"): auc(y, s)
+    with pytest.raises(ValueError, match="one_class"): auc(y, s, one_class="drop")
+    import medssl.stats as ms, medssl.runstats as mr
+    with pytest.warns(DeprecationWarning, match="medssl.runstats"): assert ms.versus_table is mr.versus_table
