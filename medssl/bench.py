@@ -14,17 +14,20 @@ from torch.utils.data import DataLoader
 import medssl
 from . import models, phantom, similarity, stats
 from .core import MALLOC_TUNABLES, atomic_write, pick_device, scoped_env, seed_everything
-from .datasets import CheXpert, patient_split
+from .datasets import patient_split
+from .layouts import CheXpert
 from .probe import features
 from .finetuning import bench_linear_probe, finetune
 from .pretrain import bench_moco_step
+from .bench_table import COLUMNS, format_table, to_json, read_json, markdown_table
+_all_ = ["format_table", "to_json", "read_json", "markdown_table"]
 
 # %% auto #0
-__all__ = ['COLUMNS', 'BENCHMARKS', 'HEAD', 'WIDE_HEAD', 'cpu_model', 'machine', 'make_row', 'skipped_row', 'BenchContext',
-           'bench_render', 'bench_write_chexpert', 'bench_cache_reads', 'bench_bootstrap', 'bench_delong', 'bench_cka',
-           'bench_svcca', 'bench_probe', 'bench_features', 'bench_moco', 'bench_moco_cuda', 'bench_features_cuda',
-           'bench_allocator', 'bench_smoke', 'bench_tables', 'check_only', 'bench', 'format_table', 'to_json',
-           'read_json', 'markdown_table', 'add_cli', 'main']
+__all__ = ['BENCHMARKS', 'cpu_model', 'machine', 'make_row', 'skipped_row', 'BenchContext', 'bench_render',
+           'bench_write_chexpert', 'bench_cache_reads', 'bench_bootstrap', 'bench_delong', 'bench_cka', 'bench_svcca',
+           'bench_probe', 'bench_features', 'bench_moco', 'bench_moco_cuda', 'bench_features_cuda', 'bench_allocator',
+           'bench_smoke', 'bench_tables', 'check_only', 'bench', 'add_cli', 'main', 'format_table', 'to_json',
+           'read_json', 'markdown_table']
 
 # %% ../nbs/17_bench.ipynb #26dc1f10
 def cpu_model() -> str:
@@ -43,8 +46,6 @@ def machine(device: str = "cpu") -> dict:
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 # %% ../nbs/17_bench.ipynb #fca6b56c
-COLUMNS = ["name", "what", "baseline_is", "baseline", "medssl", "ratio", "per_s", "target", "passed", "status", "notes", "load"]
-
 def make_row(name: str, what: str,
              baseline_is: str,      # what the baseline is: plain code, or "budget (issue N)"
              baseline: float,       # seconds the baseline takes for the work (or the budget for it)
@@ -355,69 +356,6 @@ def bench(quick: bool = False,   # small sizes: the whole run in a few minutes o
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs.update(machine=mach, quick=quick, only=list(only or []), seconds=round(time.perf_counter() - t0, 1))
     return df
-
-# %% ../nbs/17_bench.ipynb #2f2f921b
-def _missing(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v))
-
-def _fmt(v, digits=3):
-    if _missing(v): return "-"
-    if isinstance(v, float): return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
-    return str(v)
-
-def _verdict(r) -> str:
-    return r["status"] if r["status"] != "ok" else {True: "PASS", False: "FAIL", None: "-"}[r["passed"]]
-
-def _cells(df: pd.DataFrame, wide: bool = False) -> list[list[str]]:
-    return [[r["name"], *([r["what"] or "", r["baseline_is"] or ""] if wide else []),
-             _fmt(r["baseline"]), _fmt(r["medssl"]), _fmt(r["ratio"]) + ("" if _missing(r["ratio"]) else "x"),
-             _fmt(r["per_s"]), _verdict(r), _fmt(r.get("load"), 2), r["target"], r["notes"]] for r in _records(df)]
-
-HEAD = ["name", "baseline s", "medssl s", "ratio", "medssl /s", "result", "load", "target", "notes"]
-WIDE_HEAD = HEAD[:1] + ["what", "baseline is"] + HEAD[1:]
-
-def _records(df):
-    return [{k: (None if k == "passed" and (v is None or v != v) else v) for k, v in r.items()} for r in df.to_dict("records")]
-
-def format_table(df: pd.DataFrame) -> str:
-    "The run as a fixed-width text table, machine first."
-    m = df.attrs.get("machine", {}); rows = [HEAD] + _cells(df)
-    w = [max(len(r[i]) for r in rows) for i in range(len(HEAD) - 1)]
-    lines = [" | ".join(c.ljust(w[i]) for i, c in enumerate(r[:-1])) + " | " + r[-1] for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    head = (f"medssl bench{' --quick' if df.attrs.get('quick') else ''}: {m.get('date', '')}, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-            f"torch {m.get('torch', '?')} ({m.get('torch_threads', '?')} threads), device {m.get('gpu') or m.get('device', '?')}; "
-            f"ratio = baseline / medssl")
-    return "\n".join([head, *lines])
-
-# %% ../nbs/17_bench.ipynb #89144872
-def _clean(v):
-    if isinstance(v, (np.floating, float)): return None if math.isnan(v) else float(v)
-    if isinstance(v, np.bool_): return bool(v)
-    if isinstance(v, np.integer): return int(v)
-    return v
-
-def to_json(df: pd.DataFrame, path: str | Path) -> Path:
-    "Write a bench run (machine, date, rows) as JSON, atomically; NaN becomes null."
-    doc = dict(machine=df.attrs.get("machine", {}), quick=bool(df.attrs.get("quick", False)), only=df.attrs.get("only", []),
-               seconds=df.attrs.get("seconds"), columns=COLUMNS,
-               rows=[{k: _clean(v) for k, v in r.items()} for r in _records(df)])
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w") as f: json.dump(doc, f, indent=1)
-    return path
-
-def read_json(path: str | Path) -> pd.DataFrame:
-    "A bench run written by `to_json`, as the DataFrame `bench` returned."
-    doc = json.loads(Path(path).read_text())
-    df = pd.DataFrame(doc["rows"], columns=doc.get("columns", COLUMNS))
-    df.attrs.update({k: doc.get(k) for k in ("machine", "quick", "only", "seconds")})
-    return df
-
-# %% ../nbs/17_bench.ipynb #d3a29f94
-def markdown_table(df: pd.DataFrame) -> str:
-    "The run as a Markdown table with what each row measures and its baseline (for the docs' Performance page)."
-    esc = lambda s: str(s).replace("|", "\\|")
-    rows = [WIDE_HEAD, ["---"] * len(WIDE_HEAD)] + _cells(df, wide=True)
-    return "\n".join("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)
 
 # %% ../nbs/17_bench.ipynb #47045ffa
 def _cli(args) -> int:

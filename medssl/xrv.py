@@ -29,9 +29,8 @@ _INSTALL = "install the optional extra with `pip install --no-deps torchxrayvisi
 def xrv_data_dir(data_dir: str | Path | None = None, # a folder holding the files; None: the installed package's
                 ) -> Path:
     "`data_dir` if given, else the installed torchxrayvision's `data` folder (found without importing it)."
-    if data_dir is not None:
-        if not Path(data_dir).is_dir(): raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder")
-        return Path(data_dir)
+    if data_dir is not None and not Path(data_dir).is_dir(): raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder")
+    if data_dir is not None: return Path(data_dir)
     spec = find_spec("torchxrayvision")
     found = [Path(p) / "data" for p in (spec.submodule_search_locations or [])] if spec else []
     found = [p for p in found if p.is_dir()]
@@ -334,17 +333,13 @@ def fixture_reports(out: str | Path) -> Path:
     return Path(out) / REPORTS_FILE
 
 # %% ../nbs/01d_xrv.ipynb #db38fd50
-MESH_MAP = {
-    "cardiomegaly": ("Cardiomegaly",), "cardiac shadow": ("Cardiomegaly",), "pleural effusion": ("Pleural Effusion",),
-    "pulmonary atelectasis": ("Atelectasis",), "opacity": ("Consolidation",), "airspace disease": ("Consolidation",),
-    "consolidation": ("Consolidation",), "pneumonia": ("Pneumonia",), "infiltrate": ("Pneumonia",),
-    "nodule": ("Lung Lesion",), "mass": ("Lung Lesion",), "pneumothorax": ("Pneumothorax",),
-    "hydropneumothorax": ("Pneumothorax", "Pleural Effusion"), "fractures, bone": ("Fracture",),
-    "pulmonary edema": ("Edema",), "pulmonary congestion": ("Edema",), "tuberculosis": ("Tuberculosis",),
-    "thickening": ("Pleural Other",), "mediastinum": ("Wide Mediastinum",),
-    **{k: ("Support Devices",) for k in ("catheters, indwelling", "tube, inserted", "implanted medical device", "medical device",
-                                          "surgical instruments", "stents", "pacemaker, artificial")},
-}
+_MESH = {"Cardiomegaly": ("cardiomegaly", "cardiac shadow"), "Pleural Effusion": ("pleural effusion",), "Atelectasis": ("pulmonary atelectasis",),
+         "Consolidation": ("opacity", "airspace disease", "consolidation"), "Pneumonia": ("pneumonia", "infiltrate"), "Lung Lesion": ("nodule", "mass"),
+         "Pneumothorax": ("pneumothorax",), "Fracture": ("fractures, bone",), "Edema": ("pulmonary edema", "pulmonary congestion"),
+         "Tuberculosis": ("tuberculosis",), "Pleural Other": ("thickening",), "Wide Mediastinum": ("mediastinum",),
+         "Support Devices": ("catheters, indwelling", "tube, inserted", "implanted medical device", "medical device", "surgical instruments",
+                             "stents", "pacemaker, artificial")}
+MESH_MAP = {term: (finding,) for finding, terms in _MESH.items() for term in terms} | {"hydropneumothorax": ("Pneumothorax", "Pleural Effusion")}
 _MESH_NEEDS = {"cardiac shadow": {"enlarged"}, "mediastinum": {"enlarged", "widened"}, "thickening": {"pleura"}}
 _MESH_SEV = {"mild": 1, "minimal": 1, "small": 1, "borderline": 1, "trace": 1, "moderate": 2, "severe": 3, "large": 3,
              "extensive": 3, "massive": 3}
