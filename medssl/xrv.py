@@ -12,8 +12,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 from .layouts.iuxray import parse_openi
-from .phantom import CHEXPERT_LABELS, FINDINGS, SITES, render, sample_cohort, study_labels
-from .phantom.cohort import _SIDED
+from .phantom import CHEXPERT_LABELS, FINDINGS, SITES, render, sample_cohort, study_labels; from medssl.phantom.cohort import _SIDED
 
 # %% auto #0
 __all__ = ['CHEXPERT_FILE', 'MASKS_FILE', 'REPORTS_FILE', 'DOME_AT', 'LUNG_CLIP', 'MESH_MAP', 'xrv_data_dir', 'has_xrv',
