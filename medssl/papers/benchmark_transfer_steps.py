@@ -119,16 +119,16 @@ def val_loss_auc(model, ds, device) -> tuple[float, float]:
 
 # %% ../../nbs/18e1_benchmark_transfer_steps.ipynb #a90b4cf8
 def finetune_classifier(bb, d: dict, lr: float, epochs: int, patience: int | None, plateau: int, batch_size: int, seed: int, device: str = "auto"):
-    "Backbone + new linear head, all layers trained (Adam, wd 0), the authors' augmentation, `Plateau` and early stopping on validation loss (their code's rule): (best model, `FitState`)."
+    "Backbone + new linear head, all layers trained (Adam, wd 0), the authors' augmentation, `Plateau` and early stopping on validation AUC: (best model, `FitState`)."
     device, g = pick_device(device), seed_everything(seed)          # the seed also draws the new head
     model = finetuning.classifier(copy.deepcopy(bb), ds_labels(d["train"]).shape[1], ds_pathologies(d["train"])).to(device)
     opt = optim.make_optimizer(model.parameters(), "adam", lr, weight_decay=0.0)
-    tr, obj, auc = BatchAugmented(d["train"], crop_rotate_flip), engine.Objective(model, finetuning.masked_bce), []
-    def score(o): l, a = val_loss_auc(o.model, d["val"], device); auc.append(a); return -l      # fit keeps the highest score
-    def on_epoch(st): st.rows[-1]["val_auc"] = auc[-1]; plat(st)
-    plat = Plateau(opt, "neg_val_loss", 0.5, plateau)
+    tr, obj, loss = BatchAugmented(d["train"], crop_rotate_flip), engine.Objective(model, finetuning.masked_bce), []
+    def score(o): l, a = val_loss_auc(o.model, d["val"], device); loss.append(l); return a
+    def on_epoch(st): st.rows[-1]["val_loss"] = loss[-1]; plat(st)
+    plat = Plateau(opt, "val_auc", 0.5, plateau)
     st = engine.fit(obj, lambda ep: DataLoader(tr, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(tr) > batch_size), opt, epochs, device,
-                    evaluate=score, score="neg_val_loss", patience=patience, on_epoch=on_epoch, generators=dict(data=g), item_mean=True, progress=False)
+                    evaluate=score, score="val_auc", patience=patience, on_epoch=on_epoch, generators=dict(data=g), item_mean=True, progress=False)
     obj.load_state_dict(st.best_state)
     return model.eval(), st
 
