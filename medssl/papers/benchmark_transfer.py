@@ -257,7 +257,7 @@ PAPER = Paper("benchmark_transfer", "Hosseinzadeh Taher et al. 2021 — A system
 # %% ../../nbs/18e_benchmark_transfer.ipynb #b10ed6f8
 def _stand_in(arm: str, path, backbone: str) -> dict:
     m = standins.manifest(path) if str(path) != "random" and Path(path).with_suffix(".json").exists() else {}
-    return dict(arm=arm, file=Path(str(path)).name, weights=weights_hash(models.backbone(backbone, init=path)),
+    return dict(arm=arm, file=Path(str(path)).name, weights="" if str(path) == "random" else weights_hash(models.backbone(backbone, init=path)),
                 **{k: m.get(k) for k in ("name", "classes", "images", "heldout_ncm_top1")})
 
 # %% ../../nbs/18e_benchmark_transfer.ipynb #848601de
