@@ -152,7 +152,7 @@ class FractalDataset(torch.utils.data.Dataset):
         self.labels = np.eye(C, dtype=np.float32)[self.targets]
         self.pathologies = [f"{kind}_{c // (C // KINDS[kind]['n_parents']):02d}_{c % (C // KINDS[kind]['n_parents']):02d}" for c in range(C)]
         self.patients = np.array([str(i) for i in range(n)])
-        key = cache_key("fractal-v1", kind, n_per_class, size, seed, classes_seed, clutter)
+        key = self.key = cache_key("fractal-v1", kind, n_per_class, size, seed, classes_seed, clutter)   # what the images are
         path = cache_dir("fractal") / f"{key}.npy"
         if cache and path.exists(): self.images = np.load(path)
         else:
@@ -188,5 +188,6 @@ def _subset(self, idx) -> FractalDataset:
     return new
 
 FractalDataset.subset = _subset
-FractalDataset.identity = property(lambda self: dataset_identity(type(self).__name__, self.labels, self.patients),
-                                   doc="`medssl.datasets.dataset_identity` of these items.")
+FractalDataset.identity = property(lambda self: dataset_identity(f"{type(self).__name__}:{self.key}", self.labels, self.patients),
+                                   doc="`medssl.datasets.dataset_identity` of these items (their kind, size and seeds included: "
+                                       "two kinds with the same number of classes have the same labels, not the same images).")

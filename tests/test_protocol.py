@@ -51,8 +51,13 @@ def test_not_a_dataset():
 def test_identity_keeps_the_pretraining_cache_keys():
     "`identity` is the hash `pretrain.data_identity` computed before datasets had one, so cached runs stay valid."
     from medssl.pretrain import data_identity
-    for ds in (Shenzhen(FIX / "shenzhen"), FractalDataset("coarse", n_per_class=2, size=32, progress=False)):
+    for ds in (Shenzhen(FIX / "shenzhen"),):
         attrs = {k: getattr(ds, k) for k in ("labels", "patients", "root") if hasattr(ds, k)}
         plain = type(type(ds).__name__, (), {"__len__": lambda self: len(ds), **attrs})()   # same name and data, no identity
         assert data_identity(plain) == ds.identity == data_identity(ds)
     assert dataset_identity("X", np.zeros((2, 1)), ["a", "b"]) != dataset_identity("X", np.ones((2, 1)), ["a", "b"])
+
+def test_fractal_identity_names_the_images():
+    "Two fractal kinds with the same number of classes share labels and patients, not images: their identities differ (the old hash collided)."
+    a, b = (FractalDataset(k, n_per_class=1, size=32, progress=False) for k in ("coarse-100", "fine"))
+    assert np.array_equal(a.labels, b.labels) and a.identity != b.identity
