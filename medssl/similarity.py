@@ -81,6 +81,7 @@ def _first_conv(model) -> torch.nn.Module:
     if conv is None: raise ValueError(f"{type(model).__name__} has no Conv2d: no first-convolution activation to take")
     return conv
 
+# %% ../nbs/12_similarity.ipynb #e7f3cade
 @torch.no_grad()
 def stage_activations(model,                # has `forward_stages(x) -> list[(N, C, H, W)]`
                       images,               # (N, C, H, W) tensor
@@ -98,6 +99,7 @@ def stage_activations(model,                # has `forward_stages(x) -> list[(N,
         model.train(was)
     return [np.concatenate(z) for z in zip(*out)]
 
+# %% ../nbs/12_similarity.ipynb #f1c74acd
 def collect_activations(model, datasets: dict,   # {name: dataset or image tensor}
                         n: int = 2000,           # inputs sampled from each dataset (paper 001: 2,000)
                         seed: int = 0, batch_size: int = 64,
