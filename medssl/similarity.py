@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['METHODS', 'svd_reduce', 'cca_correlations', 'svcca', 'linear_cka', 'permutation_null', 'stage_activations',
-           'collect_activations', 'cov_similarity', 'pairwise_similarity', 'plot_pairwise_similarity', 'bench_cka']
+           'collect_activations', 'cov_similarity', 'pairwise_similarity', 'plot_pairwise_similarity',
+           'frechet_distance', 'mmd_test', 'pairwise_distance', 'bench_cka']
 
 # %% ../nbs/12_similarity.ipynb #83fe3b87
 def _center(X, dtype=np.float64):
@@ -75,27 +76,40 @@ def _images(ds, idx):
     if isinstance(ds, (torch.Tensor, np.ndarray)): return torch.as_tensor(ds[idx], dtype=torch.float32)
     return torch.stack([torch.as_tensor(ds[int(i)]["image"], dtype=torch.float32) for i in idx])
 
+def _first_conv(model) -> torch.nn.Module:
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None: raise ValueError(f"{type(model).__name__} has no Conv2d: no first-convolution activation to take")
+    return conv
+
+# %% ../nbs/12_similarity.ipynb #e7f3cade
 @torch.no_grad()
 def stage_activations(model,                # has `forward_stages(x) -> list[(N, C, H, W)]`
                       images,               # (N, C, H, W) tensor
-                      batch_size: int = 64):
-    "Spatially pooled activations of every stage: a list of arrays (N, C_stage)."
-    was = model.training; model.eval(); dev = next(model.parameters()).device; out = []
-    for i in range(0, len(images), batch_size):
-        maps = model.forward_stages(images[i:i + batch_size].to(dev))
-        out.append([m.float().mean((2, 3)).cpu().numpy() if m.ndim == 4 else m.float().cpu().numpy() for m in maps])
-    model.train(was)
+                      batch_size: int = 64,
+                      stem: bool = False):  # also the first convolution's output, first in the list (paper 001's CV1)
+    "Spatially pooled activations of every stage (and of the first convolution if `stem`): a list of arrays (N, C_stage)."
+    was = model.training; model.eval(); dev = next(model.parameters()).device; out, got = [], []
+    hook = _first_conv(model).register_forward_hook(lambda m, i, o: got.append(o)) if stem else None
+    try:
+        for i in range(0, len(images), batch_size):
+            got.clear(); maps = list(model.forward_stages(images[i:i + batch_size].to(dev)))
+            out.append([m.float().mean((2, 3)).cpu().numpy() if m.ndim == 4 else m.float().cpu().numpy() for m in got[:1] + maps])
+    finally:
+        if hook is not None: hook.remove()
+        model.train(was)
     return [np.concatenate(z) for z in zip(*out)]
 
+# %% ../nbs/12_similarity.ipynb #f1c74acd
 def collect_activations(model, datasets: dict,   # {name: dataset or image tensor}
                         n: int = 2000,           # inputs sampled from each dataset (paper 001: 2,000)
-                        seed: int = 0, batch_size: int = 64) -> dict:
+                        seed: int = 0, batch_size: int = 64,
+                        stem: bool = False) -> dict:  # also the first convolution (see `stage_activations`)
     "{dataset name: [activations (n, C) of each stage]} for `n` randomly sampled inputs of each dataset."
     rng = np.random.default_rng(seed); acts = {}
     for name, ds in datasets.items():
         if len(ds) < n: raise ValueError(f"dataset {name!r} has {len(ds)} items, fewer than n={n}")
         idx = np.sort(rng.choice(len(ds), n, replace=False))
-        acts[name] = stage_activations(model, _images(ds, idx), batch_size)
+        acts[name] = stage_activations(model, _images(ds, idx), batch_size, stem)
     return acts
 
 # %% ../nbs/12_similarity.ipynb #aa87cffd
@@ -140,6 +154,59 @@ def plot_pairwise_similarity(df: pd.DataFrame,  # from `pairwise_similarity`
     ax.set_xlabel("layer"); ax.set_ylabel("similarity"); ax.legend(fontsize=8)
     if title: ax.set_title(title)
     return ax.figure
+
+# %% ../nbs/12_similarity.ipynb #fcf27ac3
+def _moments(X):
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2 or len(X) < 2: raise ValueError(f"activations must be a 2-D (n >= 2, d) matrix, got shape {X.shape}")
+    return X.mean(0), np.atleast_2d(np.cov(X, rowvar=False))
+
+def frechet_distance(X, Y):   # activations (n1, d), (n2, d): the same channels, any images
+    "Fréchet distance between Gaussian fits of `X` and `Y` (the FID formula, Heusel et al. 2017); rows need not be paired."
+    (mx, Sx), (my, Sy) = _moments(X), _moments(Y)
+    if len(mx) != len(my): raise ValueError(f"X and Y need the same channels, got {len(mx)} and {len(my)}")
+    s, U = np.linalg.eigh(Sx); R = (U * np.sqrt(s.clip(0))) @ U.T            # Sx^(1/2)
+    tr_sqrt = np.sqrt(np.linalg.eigvalsh(R @ Sy @ R).clip(0)).sum()          # tr (Sx Sy)^(1/2)
+    return float(max(((mx - my) ** 2).sum() + np.trace(Sx) + np.trace(Sy) - 2 * tr_sqrt, 0.0))
+
+# %% ../nbs/12_similarity.ipynb #ff1237ea
+def _sq_dists(Z):
+    n = (Z * Z).sum(1); return np.maximum(n[:, None] + n[None] - 2 * Z @ Z.T, 0)
+
+def mmd_test(X, Y,                           # activations (n1, d), (n2, d)
+             n_perm: int = 200,              # permutations of the pooled rows (0: no test)
+             sigma: float | None = None,     # Gaussian kernel bandwidth; None: the median pairwise distance
+             seed: int = 0) -> tuple[float, float]:
+    "Unbiased MMD² with a Gaussian kernel (Gretton et al. 2012) and its permutation p-value; rows need not be paired."
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1]: raise ValueError(f"X and Y need the same channels, got {X.shape} and {Y.shape}")
+    n1, n2 = len(X), len(Y); D = _sq_dists(np.r_[X, Y])
+    sigma = sigma or float(np.sqrt(np.median(D[np.triu_indices(len(D), 1)])))
+    K = np.exp(-D / (2 * sigma ** 2)); rng = np.random.default_rng(seed)
+    a0 = np.r_[np.ones(n1), np.zeros(n2)]
+    A = np.vstack([a0] + [rng.permutation(a0) for _ in range(n_perm)])     # (1 + n_perm, n): row 0 the observed split
+    KA = A @ K; aKa, aKb = (KA * A).sum(1), (KA * (1 - A)).sum(1); bKb = K.sum() - 2 * aKb - aKa
+    m = (aKa - n1) / (n1 * (n1 - 1)) + (bKb - n2) / (n2 * (n2 - 1)) - 2 * aKb / (n1 * n2)   # the diagonal of K is 1
+    return float(m[0]), float((1 + (m[1:] >= m[0]).sum()) / (1 + n_perm)) if n_perm else float("nan")
+
+# %% ../nbs/12_similarity.ipynb #7b6f674a
+def pairwise_distance(acts: dict,       # {dataset: [activations (n, C) per layer]}
+                      layer_names=None,
+                      n_perm: int = 0,  # > 0: also MMD² and its permutation p-value
+                      seed: int = 0) -> pd.DataFrame:
+    "Tidy table (layer, a, b, frechet, self_a, self_b, relative[, mmd2, p]) of every pair of datasets at every layer."
+    names = list(acts); L = len(acts[names[0]]); rows = []
+    layer_names = list(layer_names or [f"stage {i + 1}" for i in range(L)])
+    for l in range(L):
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                A, Bm = acts[a][l], acts[b][l]; h = min(len(A), len(Bm)) // 2       # n/2 rows on every side
+                r = dict(layer=layer_names[l], a=a, b=b, frechet=frechet_distance(A[:h], Bm[h:2 * h]),
+                         self_a=frechet_distance(A[:h], A[h:2 * h]), self_b=frechet_distance(Bm[:h], Bm[h:2 * h]))
+                r["relative"] = r["frechet"] / ((r["self_a"] + r["self_b"]) / 2)
+                if n_perm: r["mmd2"], r["p"] = mmd_test(A[:h], Bm[h:2 * h], n_perm, seed=seed)
+                rows.append(r)
+    return pd.DataFrame(rows)
 
 # %% ../nbs/12_similarity.ipynb #c293d864
 def bench_cka(quick: bool = False) -> dict:

@@ -67,3 +67,14 @@ def test_activations_pairwise_and_plot():
 
 def test_bench_cka_quick():
     assert bench_cka(quick=True)["seconds_float32"] > 0
+
+def test_two_sample_measures_ignore_row_order_and_separate_distributions():
+    from medssl.similarity import frechet_distance, mmd_test, pairwise_distance
+    rng = np.random.default_rng(0)
+    A, B, C = rng.normal(size=(300, 6)), rng.normal(size=(300, 6)), rng.normal(size=(300, 6)) + 1.0
+    assert abs(frechet_distance(A, C) - frechet_distance(A[::-1], C[rng.permutation(300)])) < 1e-9
+    assert frechet_distance(A, B) < 0.2 < frechet_distance(A, C)
+    (m_ab, p_ab), (m_ac, p_ac) = mmd_test(A, B, 100), mmd_test(A, C, 100)
+    assert p_ab > 0.01 and p_ac < 0.02 and m_ac > m_ab
+    t = pairwise_distance({"a": [A], "b": [B], "c": [C]})
+    assert t.set_index(["a", "b"]).relative.loc[("a", "c")] > 5 * t.set_index(["a", "b"]).relative.loc[("a", "b")]
