@@ -153,7 +153,7 @@ def test_public_api_and_moved_names():
     "The phantom package re-exports its API; the writers moved to medssl.layouts and still resolve here, with a warning."
     import warnings, medssl.phantom.cohort as cohort
     assert ph.sample_cohort is cohort.sample_cohort and {"sample_cohort", "render", "SITES", "study_labels", "truth"} <= set(ph.__all__)
-    assert ph.VERSION == "3"
+    assert ph.VERSION == "4"
     for name, new in [("write_chexpert", L.write_chexpert), ("phantom_root", L.phantom_root), ("WRITERS", L.WRITERS),
                       ("NIH_LABELS", L.NIH_LABELS), ("add_cli", L.add_cli), ("write_siim_like", L.write_siim_like)]:
         with warnings.catch_warnings(record=True) as w:

@@ -21,7 +21,7 @@ __all__ = ['VERSION', 'CHEXPERT_LABELS', 'COMPETITION', 'FINDINGS', 'SEVERITIES'
            'mean_auc', 'probe_auc', 'pixels', 'calibration_report', 'site_shift_report']
 
 # %% ../../nbs/01_phantom.ipynb #c8786dd0
-VERSION = "3"   # bump when rendering changes, so cached phantom datasets are rebuilt
+VERSION = "4"   # bump when rendering changes, so cached phantom datasets are rebuilt
 
 _MOVED = {**dict.fromkeys(["write_chexpert"], "medssl.layouts.chexpert"),
           **dict.fromkeys(["write_mimic", "MIMIC_LABELS"], "medssl.layouts.mimic"),

@@ -51,6 +51,8 @@ _ORDER = ["dev", "con", "pna", "atl", "nod", "ede", "tb", "eff", "ptx", "plo", "
 _IMPRESSION = {"eff": "pleural effusion", "cmg": "cardiomegaly", "ede": "pulmonary edema", "con": "consolidation",
                "pna": "pneumonia", "atl": "atelectasis", "nod": "pulmonary nodule", "ptx": "pneumothorax",
                "frx": "rib fracture", "tb": "findings concerning for tuberculosis", "plo": "pleural thickening", "wmd": "widened mediastinum"}
+_DEVICE_IMPRESSION = {1: ["Support devices in place.", "Lines and tubes in standard position.", "Tubes and lines as described above."],
+                      -1: ["Possible partially imaged catheter."]}   # what the impression says of a positive / uncertain device
 _MENTION = {"eff": .55, "ptx": .5, "cmg": .45, "ede": .4, "con": .45, "pna": .3, "atl": .1, "nod": .1, "dev": .05,
             "frx": .15, "tb": .05, "plo": 0., "wmd": .2}
 
@@ -66,13 +68,14 @@ def _phrase(k, st, row, rng, stable):
     if st == 1 and stable and rng.random() < .6: t = str(rng.choice(["Stable ", "Unchanged "])) + t[0].lower() + t[1:]
     return t
 
-def _report(state, row, rng, prev, view):
-    "A MIMIC-style free-text report (FINDINGS + IMPRESSION) from mention states."
+def _report(state, row, rng, prev, view, dev_rng=None):
+    "A MIMIC-style free-text report (FINDINGS + IMPRESSION) from mention states; `dev_rng` picks the impression's device phrase."
     sents = [s for k in _ORDER if state[k] is not None for s in [_phrase(k, state[k], row, rng, k in prev)] if s]
     if not any(state[k] in (1, -1) for k in _ORDER if k != "dev"): sents.append(str(rng.choice(["The lungs are clear.", "Lungs are well expanded and clear."])))
     imp = [("possible " if state[k] == -1 else "") + ((_SIDE[int(row[f"{k}_side"])] + " ") if f"{k}_side" in row.index and k not in ("tb",) else "") + _IMPRESSION[k]
            for k in _ORDER if k != "dev" and state[k] in (1, -1)]
     imp = ("; ".join(imp).capitalize() + ".") if imp else str(rng.choice(["No acute cardiopulmonary process.", "No acute intrathoracic abnormality."]))
+    if state["dev"] in (1, -1): imp += " " + str((dev_rng or np.random.default_rng(0)).choice(_DEVICE_IMPRESSION[state["dev"]]))
     ind = str(rng.choice(["shortness of breath", "cough", "fever", "chest pain", "evaluate for pneumonia", "line placement"]))
     return (f"                                 FINAL REPORT\n EXAMINATION:  CHEST ({view})\n \n INDICATION:  ___-year-old "
             f"{'woman' if row['sex'] == 'Female' else 'man'} with {ind}.\n \n FINDINGS: \n \n {' '.join(sents)}\n \n IMPRESSION: \n \n {imp}\n")
@@ -107,9 +110,10 @@ def study_labels(cohort: pd.DataFrame, uncertainty: float = .15, label_noise: fl
             state[k] = (-1 if rng.random() < (min(1., 3 * uncertainty) if sev == 1 else uncertainty / 3) else 1) if sev else \
                        (0 if rng.random() < _MENTION[k] else None)
         state["tb"] = state["tb"] if state["tb"] != 0 else None
-        text = _report(state, row, rng, prev.get(p, set()), "PA AND LAT" if len(grp) > 1 else str(row["view"]))
+        text = _report(state, row, rng, prev.get(p, set()), "PA AND LAT" if len(grp) > 1 else str(row["view"]),
+                       np.random.default_rng([seed, int(p), int(s), 4]))
         prev[p] = {k for k, v in state.items() if v == 1}
         noisy = {k: ((1 if v in (None, 0) else None) if rng.random() < label_noise else v) for k, v in state.items()}
-        labels[grp.index] = _to_chexpert(noisy, rng); 
+        labels[grp.index] = _to_chexpert(noisy, rng)
         for i in grp.index: texts[i] = text
     return pd.DataFrame(labels, columns=CHEXPERT_LABELS, index=cohort.index), texts
