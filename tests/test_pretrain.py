@@ -234,6 +234,8 @@ def test_moved_names_warn():
     import warnings, medssl.pretrain as mp, medssl.methods, medssl.engine
     with pytest.warns(DeprecationWarning, match="medssl.methods"): assert mp.VICReg is medssl.methods.VICReg
     with pytest.warns(DeprecationWarning, match="medssl.engine"): assert mp.rng_state is medssl.engine.rng_state
+    with pytest.warns(DeprecationWarning, match="medssl.bench_training"):
+        import medssl.bench_training; assert mp.bench_moco_step is medssl.bench_training.bench_moco_step
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert mp.METHODS is medssl.methods.METHODS and mp.pretrain and mp.PretrainResult and mp.bench_moco_step
+        assert mp.METHODS is medssl.methods.METHODS and mp.pretrain and mp.PretrainResult
