@@ -214,16 +214,6 @@ def pretrain(method: str | PretrainConfig,   # a name in `METHODS` (or '<ssl>+cl
         except launch.NotLaunchable as e: warnings.warn(f"{e}; pretraining in this process instead", RuntimeWarning)
     return _train(cfg, ds, dict(key=key, **config), run_dir, rank, world, dev)
 
-# %% ../nbs/08_pretrain.ipynb #587946a9
-def _launched(cfg: PretrainConfig, ds, key: str, run_dir: Path, job: launch.Job) -> PretrainResult:
-    "Train in torchrun `job` (each process calls `pretrain` on the pickled config and data), then read the run folder."
-    launch.run_job(job, run_dir, key, pretrain, dataclasses.replace(cfg, out_dir=str(run_dir)), ds)
-    if (run_dir/"result.json").exists(): res = _load_result(run_dir, reused=False)
-    else: res = PretrainResult(run_dir/"backbone.pt", run_dir, key, pd.read_csv(run_dir/"metrics.csv"),   # stopped early
-                               json.loads((run_dir/"config.json").read_text()))
-    if res.key != key: raise RuntimeError(f"the torchrun job trained run {res.key}, not {key} (does the dataset pickle faithfully?)")
-    return res
-
 # %% ../nbs/08_pretrain.ipynb #f86e9b45
 def _optimization(cfg: PretrainConfig, m: nn.Module, steps: int):
     "The optimiser and per-step schedule of a run with `steps` optimisation steps per epoch."
@@ -290,6 +280,16 @@ def _train(cfg: PretrainConfig, ds, info: dict, run_dir: Path, rank: int, world:
     if rank == 0 and st.epoch == cfg.epochs: _finish(run_dir, m, st.rows, info, cfg.export_to)
     barrier()
     return PretrainResult(run_dir/"backbone.pt", run_dir, info["key"], pd.DataFrame(st.rows), info)
+
+# %% ../nbs/08_pretrain.ipynb #587946a9
+def _launched(cfg: PretrainConfig, ds, key: str, run_dir: Path, job: launch.Job) -> PretrainResult:
+    "Train in torchrun `job` (each process calls `pretrain` on the pickled config and data), then read the run folder."
+    launch.run_job(job, run_dir, key, pretrain, dataclasses.replace(cfg, out_dir=str(run_dir)), ds)
+    if (run_dir/"result.json").exists(): res = _load_result(run_dir, reused=False)
+    else: res = PretrainResult(run_dir/"backbone.pt", run_dir, key, pd.read_csv(run_dir/"metrics.csv"),   # stopped early
+                               json.loads((run_dir/"config.json").read_text()))
+    if res.key != key: raise RuntimeError(f"the torchrun job trained run {res.key}, not {key} (does the dataset pickle faithfully?)")
+    return res
 
 # %% ../nbs/08_pretrain.ipynb #69ba2f2a
 def parse_sets(items: list[str] | None) -> dict:
