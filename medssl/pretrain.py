@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_pretrain.ipynb #e7509dbb
 from __future__ import annotations
-import argparse, ast, copy, dataclasses, hashlib, importlib, json, sys, time, warnings
+import argparse, ast, copy, dataclasses, hashlib, importlib, json, os, sys, time, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
@@ -86,7 +86,7 @@ class PretrainConfig:
     out_dir: str | None = _f(None, "run folder (default: the cache, keyed by the configuration)", type=str)
     resume: bool = _f(True, "reuse a finished run / continue from its checkpoint (off: start over)")
     ckpt_every: int = _f(1, "checkpoint every N epochs (and at the end)")
-    num_workers: int = _f(0, "data-loader workers (results do not depend on it)")
+    num_workers: int | None = _f(None, "data-loader workers (default: 0 on a CPU, up to 8 per GPU; results do not depend on it)", type=int)
     progress: bool = _f(True, "progress bar")
     stop_after: int | None = _f(None, "stop after this many epochs in this call (resume later)", type=int)
     export_to: str | None = _f(None, "also write the backbone file here (e.g. `models.fractal_path(...)`)", type=str)
@@ -253,12 +253,18 @@ def _build_method(cfg: PretrainConfig, ds, dev) -> nn.Module:
     if cfg.accumulate > 1 and m.accumulation is None: raise ValueError(f"{cfg.method} cannot split its batch (accumulate={cfg.accumulate})")
     return m
 
+# %% ../nbs/08_pretrain.ipynb #7ea236b1
+def _workers(cfg: PretrainConfig, dev, world: int) -> int:
+    "Data-loader workers: `cfg.num_workers`, else none on a CPU and up to 8 per GPU (the CPUs shared by the `world` processes)."
+    if cfg.num_workers is not None: return cfg.num_workers
+    return max(1, min(8, (os.cpu_count() or 1) // world)) if dev.type == "cuda" else 0
+
 # %% ../nbs/08_pretrain.ipynb #5a5d23a1
 def _batches(cfg: PretrainConfig, items: SeededItems, sampler: GlobalBatches, dev):
     "`epoch -> DataLoader` of the run's seeded items in global batches (its own generator seeds the workers)."
     def batches(epoch):
         items.epoch = sampler.epoch = epoch
-        return DataLoader(items, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        return DataLoader(items, batch_sampler=sampler, num_workers=_workers(cfg, dev, sampler.W), pin_memory=dev.type == "cuda",
                           generator=torch.Generator().manual_seed(seed_of(cfg.seed, epoch, 2**31 + 1)))
     return batches
 

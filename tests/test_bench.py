@@ -51,7 +51,8 @@ def test_whole_quick_run(quick_run):
     gpu_rows = {"augment_cuda", "data_wait_cuda", "train_step_cuda", "options_cuda"}          # nbs/17b: "not measured" without a GPU
     assert all(st[n] == "skipped" for n in gpu_rows), st
     assert all(s == "ok" for n, s in st.items() if n not in {"moco_step_cuda", "features_cuda", "smoke_suite"} | gpu_rows), st
-    for n in ("augment[moco_cxr,224px,cpu]", "data_wait[loader,cpu]", "data_wait[device,cpu]", "train_step[simclr,resnet18,64px,cpu]"):
+    for n in ("augment[moco_cxr,224px,cpu]", "data_wait[loader,cpu]", "data_wait[device,cpu]", "train_step[simclr,resnet18,64px,cpu]",
+              "options[channels_last,cpu]"):
         assert n in names, (n, names)
 
 def test_quick_run_schema_and_ratio(quick_run):
