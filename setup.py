@@ -21,6 +21,7 @@ requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 xrv_requirements = cfg.get('xrv_requirements', '').split()   # optional: real label tables, lung masks and reports (medssl.xrv)
 dicom_requirements = cfg.get('dicom_requirements', '').split()   # optional: decoders of compressed DICOMs (JPEG 2000, JPEG-LS)
+hf_requirements = cfg.get('hf_requirements', '').split()   # optional: a local Hugging Face text encoder (CXR-BERT, medssl.text)
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -36,7 +37,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'medssl': ['data/*.csv', 'data/*/*.csv', 'data/*/*.md', 'data/*/*.pt', 'data/*/*.json']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'xrv': xrv_requirements, 'dicom': dicom_requirements},
+    extras_require={'dev': dev_requirements, 'xrv': xrv_requirements, 'dicom': dicom_requirements, 'hf': hf_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

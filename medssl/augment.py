@@ -90,8 +90,8 @@ def apply_views(t, x: torch.Tensor,  # transform; images (C, H, W) or (N, C, H, 
 # %% ../nbs/03_augment.ipynb #98f982f0
 class Views:
     "The two view transforms `t`, `t2` of a pipeline; `views(x, generator)` returns `(t(x), t2(x))` per image."
-    def __init__(self, t, t2=None, name: str = ""):
-        self.t, self.t2, self.name = t, (t if t2 is None else t2), name
+    def __init__(self, t, t2=None, name: str = "", size: int | None = None):  # `size`: the side the pipeline makes
+        self.t, self.t2, self.name, self.size = t, (t if t2 is None else t2), name, size
 
     def __call__(self, x: torch.Tensor, generator: int | torch.Generator | None = None):
         g = as_generator(generator)
@@ -110,7 +110,7 @@ def views(name: str,  # one of `PIPELINES`: moco_cxr, simclr_cxr, ssl_003, multi
     if name not in PIPELINES: raise ValueError(f"unknown view pipeline {name!r}; choose from {sorted(PIPELINES)}")
     if not isinstance(size, (int, np.integer)) or size < 8: raise ValueError(f"size must be an int >= 8, got {size!r}")
     ts = PIPELINES[name](int(size))
-    return Views(*ts, name=name) if isinstance(ts, tuple) else Views(ts, name=name)
+    return Views(*ts, name=name, size=int(size)) if isinstance(ts, tuple) else Views(ts, name=name, size=int(size))
 
 # %% ../nbs/03_augment.ipynb #c854e92c
 def _item_generator(seed: int, epoch: int, index: int) -> torch.Generator:

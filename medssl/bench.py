@@ -18,7 +18,7 @@ from .datasets import patient_split
 from .layouts import CheXpert
 from .probe import features
 from .finetuning import bench_linear_probe, finetune
-from .pretrain import bench_moco_step
+from .bench_training import bench_moco_step, training_benchmarks
 from .bench_table import COLUMNS, format_table, to_json, read_json, markdown_table
 _all_ = ["format_table", "to_json", "read_json", "markdown_table"]
 
@@ -316,6 +316,7 @@ BENCHMARKS = {
     "moco_step_cuda": (bench_moco_cuda, True), "features_cuda": (bench_features_cuda, True),
     "allocator": (bench_allocator, False), "smoke_suite": (bench_smoke, False),
     "tables": (bench_tables, False),
+    **training_benchmarks(make_row, skipped_row),     # nbs/17b: augmentation, data wait, training step, speed switches
 }
 
 def check_only(only) -> list[str]:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import atomic_dir, atomic_write, cache_dir, cache_key
+from .core import atomic_write, cache_dir, cache_key
+from .image_cache import build_cache
 
 # %% auto #0
 __all__ = ['DatasetProtocol', 'dataset_identity', 'XRayDataset', 'patient_split', 'split_mask', 'ImageFolder',
@@ -125,30 +126,11 @@ XRayDataset._scan_bad = _scan_bad
 
 # %% ../nbs/02_datasets.ipynb #02ec0cb3
 def _build_cache(self, key=()):
-    "Open the decoded-image cache of this dataset, building it first if needed."
-    s, n = self.size, len(self)
-    files = self.paths.strings.tolist()
+    "Open the decoded-image cache of this dataset, building it first if needed (`medssl.image_cache`: parallel, resumable)."
+    s, files = self.size, self.paths.strings.tolist()
     k = cache_key(self.name, self.split, s, str(self.root.resolve()), files, self.mask_paths, *key)
     d = cache_dir("decoded")/f"{self.name}-{self.split}-{s}px-{k}"
-    if not (d/"meta.json").exists():
-        try:
-            with atomic_dir(d) as tmp:
-                mm = np.lib.format.open_memmap(tmp/"images.npy", "w+", np.uint8, (n, s, s))
-                mk = None if self.mask_paths is None else np.lib.format.open_memmap(
-                    tmp/"masks.npy", "w+", np.uint8, (n, len(self.mask_paths[0]), s, s))
-                bad = []
-                for i in tqdm(range(n), desc=f"caching {self.name}/{self.split} at {s}px", leave=False, disable=n < 500):
-                    try:
-                        mm[i] = load_image(self.paths[i], s)
-                        if mk is not None: mk[i] = [load_image(m, s) for m in self.mask_paths[i]]
-                    except BadImageError as e:
-                        if self.on_bad_image == "error": raise
-                        bad.append((i, str(e)))
-                mm.flush(); del mm
-                if mk is not None: mk.flush(); del mk
-                (tmp/"meta.json").write_text(json.dumps({"n": n, "size": s, "files": files, "bad": bad}))
-        except FileExistsError: pass
-    meta = json.loads((d/"meta.json").read_text())
+    meta = build_cache(d, files, s, self.mask_paths, self.on_bad_image)
     if meta["files"] != files: raise ValueError(f"decoded-image cache {d} does not match the dataset; delete it")
     self._cache_path = d
     return [(i, e) for i, e in meta["bad"]]

@@ -109,9 +109,11 @@ class Objective(nn.Module):
 # %% ../nbs/08d_engine.ipynb #e22307b6
 def train_step(model: nn.Module, batch: dict, opt, sched, scaler, device, amp_dtype=None,
                accumulate: int = 1,          # micro-batches per step (memory of one, same update)
-               channels_last: bool = False) -> dict:
+               channels_last: bool = False,
+               transform=None) -> dict:      # batch -> batch on the device first (e.g. `medssl.batch_augment.DeviceViews`)
     "One optimisation step of `model` (possibly DDP-wrapped) on `batch`; returns its outputs (detached)."
     batch = to_device(batch, device, channels_last)
+    if transform is not None: batch = to_device(transform(batch), device, channels_last)
     autocast = lambda: torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
     if accumulate == 1:
         with autocast(): out = model(batch)
@@ -201,11 +203,12 @@ def _means(sums: dict, n: int, item_mean: bool) -> dict:
 # %% ../nbs/08d_engine.ipynb #935353f0
 def run_epoch(model, batches, opt, sched, scaler, device, amp_dtype=None, accumulate: int = 1, channels_last: bool = False,
               item_mean: bool = False,  # average outputs over items (`loss.item() * n` sums) instead of over steps
-              bar=None) -> tuple[dict, int]:
+              bar=None, transform=None) -> tuple[dict, int]:  # transform: (batch, step) -> batch, on the device
     "One pass over `batches`: the epoch's mean outputs (averaged over processes), seconds and images/s; and the number of steps."
     sums, n, items, t0 = {}, 0, 0, time.perf_counter()
     for batch in batches:
-        out = train_step(model, batch, opt, sched, scaler, device, amp_dtype, accumulate, channels_last)
+        out = train_step(model, batch, opt, sched, scaler, device, amp_dtype, accumulate, channels_last,
+                         None if transform is None else lambda b: transform(b, n))
         b = len(next(iter(batch.values())))
         for k, v in out.items(): sums[k] = sums.get(k, 0) + (v.item() * b if item_mean else v.float())
         n += 1; items += b
@@ -235,7 +238,8 @@ def fit(model: nn.Module,          # forward(batch) -> {'loss': ...}: a `Method`
         evaluate=None, score: str = "val_score", patience: int | None = None,  # module -> score; its name in the rows
         checkpoint: Checkpoint | None = None, stop_after: int | None = None,  # stop after this many epochs in this call
         generators: dict | None = None,        # data-order `torch.Generator`s, checkpointed with the rest
-        item_mean: bool = False, on_epoch=None, progress: bool = True, desc: str = "train") -> FitState:
+        item_mean: bool = False, on_epoch=None, progress: bool = True, desc: str = "train",
+        transform=None) -> FitState:           # (batch, epoch, step) -> batch on the device before each step (batched views)
     "Train `model` for `epochs` (resuming from `checkpoint`); per-epoch metrics rows, best epoch by `evaluate`."
     if sched_per not in ("step", "epoch"): raise ValueError(f"sched_per must be 'step' or 'epoch', got {sched_per!r}")
     if not isinstance(accumulate, int) or accumulate < 1: raise ValueError(f"accumulate must be an int >= 1, got {accumulate!r}")
@@ -247,7 +251,7 @@ def fit(model: nn.Module,          # forward(batch) -> {'loss': ...}: a `Method`
     while st.epoch < end and not st.stopped:
         module.train()
         row, steps = run_epoch(model, batches(st.epoch), opt, sched if sched_per == "step" else None, scaler, device, amp_dtype,
-                               accumulate, channels_last, item_mean, bar)
+                               accumulate, channels_last, item_mean, bar, None if transform is None else lambda b, i: transform(b, st.epoch, i))
         if sched is not None and sched_per == "epoch": sched.step()
         _end_epoch(st, row, steps, module, opt, sched, evaluate, score, patience)
         if on_epoch is not None: on_epoch(st)

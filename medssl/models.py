@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #ab8f45f9
 from __future__ import annotations
-import re
+import functools, re
 from collections import namedtuple
 from pathlib import Path
 import torch
@@ -17,8 +17,9 @@ from .core import cache_dir, atomic_write
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'INITS', 'IMAGENET_FILES', 'LoadReport', 'HEADS', 'adapt_input_conv',
            'TorchvisionResNet', 'TorchvisionDenseNet', 'CXRNet', 'backbone', 'imagenet_path', 'fractal_path',
-           'resolve_init', 'CheckpointMismatchError', 'load_backbone_weights', 'export_backbone', 'projection_head',
-           'ClassificationHead', 'Classifier', 'freeze_backbone', 'train_throughput']
+           'resolve_init', 'CheckpointMismatchError', 'read_checkpoint', 'guess_architecture', 'load_backbone_weights',
+           'export_backbone', 'projection_head', 'ClassificationHead', 'Classifier', 'freeze_backbone',
+           'train_throughput']
 
 # %% ../nbs/04_models.ipynb #676d1e4b
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -233,14 +234,46 @@ def _best_prefix(sd, own):
     best = max(_PREFIXES, key=lambda p: (score[p], p == ""))  # ties: the plain keys
     return best
 
+# %% ../nbs/04_models.ipynb #af9287a4
+def read_checkpoint(path: str | Path) -> dict:
+    "The tensors of checkpoint file `path`, read with `weights_only=True` (containers opened); errors name the file."
+    p = Path(path).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f"checkpoint file {p} does not exist")
+    try: obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:      # not a zip or pickle, truncated, or objects weights_only refuses
+        raise ValueError(f"{p} cannot be read as a PyTorch checkpoint with weights_only=True: {str(e).strip().splitlines()[0]}") from e
+    try: return _unwrap(obj)
+    except ValueError as e: raise ValueError(f"{p}: {e}") from None
+
+# %% ../nbs/04_models.ipynb #ac3f793c
+@functools.lru_cache(maxsize=None)
+def _arch_keys(name: str) -> frozenset:
+    "The parameter and buffer names of backbone `name` (built on the meta device: no memory, no initialisation cost)."
+    with torch.device("meta"): return frozenset(k for k in _ARCHS[name](1).state_dict() if not k.endswith("num_batches_tracked"))
+
+def guess_architecture(sd: dict) -> str | None:
+    "The backbone of `BACKBONES` whose names a checkpoint's tensors `sd` match (>= 90% in common), else None."
+    def overlap(name):
+        own = _arch_keys(name); keys = {k for k in _strip(sd, _best_prefix(sd, own)) if not k.endswith("num_batches_tracked")}
+        keys = {k for k in keys if k in own or not k.startswith(_HEAD_KEYS)}
+        return len(keys & own) / max(len(keys | own), 1)
+    best = max(BACKBONES, key=overlap)
+    return best if overlap(best) >= 0.9 else None
+
+def _holds(sd: dict, target: dict) -> str:
+    "`' (it holds a resnet50)'` when the checkpoint's architecture differs from the model's, else ''."
+    a, b = guess_architecture(sd), guess_architecture(target)
+    return f" (it holds a {a})" if a is not None and a != b else ""
+
 # %% ../nbs/04_models.ipynb #659bbf72
 def load_backbone_weights(model: nn.Module,       # a medssl backbone
                           path_or_state,           # checkpoint path or an (unwrapped or wrapped) state_dict
                           strict: bool = True,     # raise on missing/unexpected/mis-shaped keys
                          ) -> LoadReport:
     "Load backbone weights from a torchvision / medssl / moco / MoCo-CXR / lightly / solo-learn checkpoint."
-    obj = torch.load(path_or_state, map_location="cpu", weights_only=True) if isinstance(path_or_state, (str, Path)) else path_or_state
-    sd_all, target = _unwrap(obj), model.state_dict()
+    src = str(path_or_state) if isinstance(path_or_state, (str, Path)) else "the state_dict"
+    sd_all = read_checkpoint(path_or_state) if isinstance(path_or_state, (str, Path)) else _unwrap(path_or_state)
+    target = model.state_dict()
     own = {k for k in target if not k.endswith("num_batches_tracked")}
     prefix = _best_prefix(sd_all, own)
     sd = _strip(sd_all, prefix)
@@ -256,7 +289,7 @@ def load_backbone_weights(model: nn.Module,       # a medssl backbone
     bad_shape = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in sd.items()
                        if k in target and v.shape != target[k].shape)
     if strict and (missing or unexpected or bad_shape):
-        raise CheckpointMismatchError(f"checkpoint does not fit {type(model).__name__} (key prefix {prefix!r} stripped): "
+        raise CheckpointMismatchError(f"{src} does not fit {type(model).__name__}{_holds(sd_all, target)} (key prefix {prefix!r} stripped): "
                                       f"missing keys {_first(missing)}; unexpected keys {_first(unexpected)}; shape mismatches {_first(bad_shape)}")
     ok = {k: v for k, v in sd.items() if k in target and v.shape == target[k].shape}
     model.load_state_dict(ok, strict=False)

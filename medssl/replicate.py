@@ -105,8 +105,9 @@ def _kernel_manager():
     return IPCKernelManager
 
 def _kernel_env() -> dict:
-    "What a notebook's kernel starts with: medssl's malloc thresholds and an absolute cache folder."
-    return {**allocator_env(), "MEDSSL_CACHE": str(cache_dir())}
+    "What a notebook's kernel starts with: medssl's malloc thresholds, an absolute cache folder, the torchrun settings (`medssl.launch`)."
+    from medssl.launch import kernel_env
+    return {**allocator_env(), "MEDSSL_CACHE": str(cache_dir()), **kernel_env()}
 
 # %% ../nbs/14_replicate.ipynb #55c65f03
 def _run_one(paper: str, params: dict, out: Path, progress: bool) -> dict:
@@ -253,7 +254,14 @@ def add_cli(sub):
     p.add_argument("--device", default="auto", help="device for --plan's calibration")
     p.add_argument("--force", action="store_true", help="rerun papers whose results are up to date")
     p.add_argument("--publish", metavar="DIR", help="also write one result page per paper into DIR (the docs keep them in nbs/results)")
-    p.set_defaults(func=_cli)
+    from medssl.launch import launch_env, positive_int
+    p.add_argument("--gpus", type=positive_int, metavar="N", help="run every pretraining stage as a torchrun job of N processes per node (default: in the notebook)")
+    p.add_argument("--nnodes", type=positive_int, metavar="M", help="nodes of each torchrun job (with --rdzv-endpoint and --launcher)")
+    p.add_argument("--rdzv-endpoint", dest="rdzv_endpoint", metavar="HOST:PORT", help="torchrun rendezvous on the first node")
+    p.add_argument("--launcher", metavar="CMD", help="prefix starting each job on every node, e.g. 'srun --nodes=2 --ntasks-per-node=1'")
+    def run(args):   # the kernels see the torchrun settings as $MEDSSL_GPUS, ... (see `_kernel_env`)
+        with scoped_env(**launch_env(args.gpus, args.nnodes, args.rdzv_endpoint, args.launcher)): return _cli(args)
+    p.set_defaults(func=run)
 
 # %% ../nbs/14_replicate.ipynb #1f23df58
 from .runs import under_test, start_run, save_figure, save_table, note_data, RESULT_COLUMNS

@@ -309,10 +309,27 @@ class HFTextEncoder(nn.Module):
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
+# %% ../nbs/07_text.ipynb #8087fb89
+_HF_FILES = {"config.json": ("config.json",),
+             "weights (model.safetensors or pytorch_model.bin)": ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                                                                  "pytorch_model.bin.index.json"),
+             "tokenizer files (tokenizer.json or vocab.txt)": ("tokenizer.json", "vocab.txt", "tokenizer_config.json")}
+
+def _check_hf_folder(p: Path, trust_remote_code: bool) -> None:
+    "Raise naming folder `p` when it lacks a config, weights or tokenizer files, or ships model code not trusted."
+    missing = [what for what, names in _HF_FILES.items() if not any((p/n).exists() for n in names)]
+    if missing: raise FileNotFoundError(f"{p} is not a complete Hugging Face model folder: no {'; no '.join(missing)}")
+    try: cfg = json.loads((p/"config.json").read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{p/'config.json'} is not valid JSON: {e}") from None
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise ValueError(f"{p} ships its own model code (config.json `auto_map`, as CXR-BERT-specialized does); pass "
+                         "trust_remote_code=True to run it (that executes the Python files of this folder)")
+
 # %% ../nbs/07_text.ipynb #756eb175
-def load_hf_text_encoder(local_dir: str | Path, # a Hugging Face model folder on this machine
+def load_hf_text_encoder(local_dir: str | Path, # a Hugging Face model folder on this machine (`--weights cxr_bert=DIR`)
                          pool: str = "cls",      # 'cls' (BERT's pooled position) or 'mean'
                          max_len: int = 128,     # default padded length of `.tokenizer.encode`
+                         trust_remote_code: bool = False, # run model code shipped in the folder (CXR-BERT-specialized needs it)
                         ) -> HFTextEncoder:
     "Wrap a local Hugging Face encoder (e.g. a CXR-BERT folder) as a medssl text encoder; never downloads."
     p = Path(local_dir).expanduser()
@@ -321,8 +338,11 @@ def load_hf_text_encoder(local_dir: str | Path, # a Hugging Face model folder on
                                 "config.json, the weights and the tokenizer files there (e.g. `save_pretrained` output)")
     try: import transformers
     except ImportError as e:
-        raise ImportError("load_hf_text_encoder needs the `transformers` package (pip install transformers); "
+        raise ImportError("load_hf_text_encoder needs the `transformers` package (pip install transformers, or medssl[hf]); "
                           "without it use medssl's own Tokenizer and TextEncoder") from e
-    hf_tok = transformers.AutoTokenizer.from_pretrained(p, local_files_only=True)
-    model = transformers.AutoModel.from_pretrained(p, local_files_only=True)
+    _check_hf_folder(p, trust_remote_code)
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    try: hf_tok, model = transformers.AutoTokenizer.from_pretrained(p, **kw), transformers.AutoModel.from_pretrained(p, **kw)
+    except Exception as e:        # OSError, ValueError, safetensors' own errors, ...: say which folder
+        raise ValueError(f"{p}: transformers {transformers.__version__} cannot load this folder: {str(e).strip().splitlines()[0]}") from e
     return HFTextEncoder(model, hf_tok, pool, max_len)

@@ -197,3 +197,24 @@ def test_heads():
     clf.train()
     assert clf.head.training and not clf.backbone.training
     assert ClassificationHead(8, 2, dropout=0.5)(torch.randn(3, 8)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet121"])
+def test_real_torchvision_files_by_path(name, tmp_path):
+    "`--weights imagenet_<name>=PATH`: a torchvision state-dict file (as torchvision saves it) loads by path; errors name the file."
+    from medssl.models import read_checkpoint, guess_architecture
+    seed_everything(4)
+    tv = getattr(torchvision.models, name)(); p = tmp_path / f"{name}-imagenet.pth"
+    torch.save(tv.state_dict(), p)
+    m = backbone(name, init=p)
+    first = "conv1.weight" if name == "resnet50" else "features.conv0.weight"
+    torch.testing.assert_close(m.state_dict()[first], tv.state_dict()[first].sum(1, keepdim=True))   # RGB filters summed
+    assert guess_architecture(read_checkpoint(p)) == name
+    other = "densenet121" if name == "resnet50" else "resnet50"
+    with pytest.raises(CheckpointMismatchError, match=f"{p} does not fit .* \\(it holds a {name}\\)"): backbone(other, init=p)
+    cut = {k: v for k, v in tv.state_dict().items() if k != first}
+    torch.save(cut, tmp_path / "cut.pth")
+    with pytest.raises(CheckpointMismatchError, match=f"{tmp_path / 'cut.pth'} does not fit .*missing keys \\['{first}'\\]"):
+        backbone(name, init=tmp_path / "cut.pth")
+    (tmp_path / "half.pth").write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{tmp_path / 'half.pth'} cannot be read"): backbone(name, init=tmp_path / "half.pth")

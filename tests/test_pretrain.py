@@ -16,13 +16,7 @@ CASE = textwrap.dedent('''
     class TinyDS(_Tiny):
         def __init__(self, n=16, size=32, seed=0): super().__init__(n, size, seed)
 
-    class NormFree(nn.Module):
-        "No BatchNorm: per-process BN statistics are the one thing DDP on CPU cannot make equal."
-        def __init__(self):
-            super().__init__(); torch.manual_seed(0)
-            self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1); self.num_features = 16
-        def forward_features(self, x): return F.relu(self.conv2(F.relu(self.conv1(x)))).mean((2, 3))
-        def forward(self, x): return self.forward_features(x)
+    from launch_case import NormFree         # tests/fixtures/launch_case.py: no BatchNorm, fixed initial weights
 
     def cxrnet():
         "A quarter-width cxrnet: batch norm everywhere."
@@ -50,10 +44,10 @@ FIXTURES = Path(__file__).parent/"fixtures"/"legacy_pretrain"
 def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("case")
     (d/"ddp_case.py").write_text(CASE)
-    sys.path.insert(0, str(FIXTURES)); sys.path.insert(0, str(d))
+    sys.path.insert(0, str(FIXTURES)); sys.path.insert(0, str(FIXTURES.parent)); sys.path.insert(0, str(d))
     import ddp_case
     yield d, ddp_case
-    sys.path.remove(str(d)); sys.path.remove(str(FIXTURES))
+    sys.path.remove(str(d)); sys.path.remove(str(FIXTURES.parent)); sys.path.remove(str(FIXTURES))
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch): monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path/"cache"))
@@ -110,7 +104,7 @@ def test_ddp_two_processes_match_single(case, tmp_path):
     names = list(c.RUNS)
     script = d/"ddp_run.py"
     script.write_text("import ddp_case\n" + "".join(f"ddp_case.run({m!r}, {str(tmp_path/('ddp_' + m))!r})\n" for m in names))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(FIXTURES.parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -175,7 +169,7 @@ def test_killed_mid_epoch_resumes_exactly(case, tmp_path):
         if __name__ == "__main__": run(sys.argv[1])
     '''))
     sys.path.insert(0, str(d)); import slow_case
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(d), str(FIXTURES), str(FIXTURES.parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     killed = tmp_path/"killed"
     p = subprocess.Popen([sys.executable, str(d/"slow_case.py"), str(killed)], env=env)
@@ -234,6 +228,8 @@ def test_moved_names_warn():
     import warnings, medssl.pretrain as mp, medssl.methods, medssl.engine
     with pytest.warns(DeprecationWarning, match="medssl.methods"): assert mp.VICReg is medssl.methods.VICReg
     with pytest.warns(DeprecationWarning, match="medssl.engine"): assert mp.rng_state is medssl.engine.rng_state
+    with pytest.warns(DeprecationWarning, match="medssl.bench_training"):
+        import medssl.bench_training; assert mp.bench_moco_step is medssl.bench_training.bench_moco_step
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert mp.METHODS is medssl.methods.METHODS and mp.pretrain and mp.PretrainResult and mp.bench_moco_step
+        assert mp.METHODS is medssl.methods.METHODS and mp.pretrain and mp.PretrainResult

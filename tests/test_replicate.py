@@ -60,6 +60,33 @@ def test_kernels_start_with_the_allocator_setting(fake_papers, monkeypatch):
     fake_nb(nbdir, "moco_cxr", check.replace("EXPECTED", "'glibc.malloc.tcache_count=0'"))
     assert replicate(["moco_cxr"], profile="smoke", out=fake_papers/"b", progress=False).status.tolist() == ["ran"]
 
+STAGE = """import json, os, torch
+from pathlib import Path
+import launch_case                                     # tests/fixtures: a norm-free encoder, a tiny dataset
+r = launch_case.run(Path(out_dir)/'run')
+torch.save(torch.load(r.backbone_path, weights_only=True), Path(out_dir)/'backbone.pt')
+(Path(out_dir)/'stage.json').write_text(json.dumps(dict(gpus=os.environ.get('MEDSSL_GPUS'), launched=(r.run_dir/'torchrun.log').exists(),
+                                                        loss=r.metrics.loss.tolist())))
+"""
+
+def test_gpus_flag_makes_pretraining_stages_torchrun_jobs(fake_papers, tmp_path, monkeypatch):
+    "`medssl replicate --gpus 2`: the kernel sees $MEDSSL_GPUS, its `pretrain` call is a 2-process job (gloo), same result as without."
+    import numpy as np, torch
+    from medssl.cli import main
+    fix = ROOT/"tests"/"fixtures"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fix), str(fix/"legacy_pretrain"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("MEDSSL_GPUS", raising=False)
+    fake_nb(fake_papers/"nbs", "moco_cxr", STAGE + OK.replace("PAPER", "'moco_cxr'"))
+    run = lambda out, *flags: main(["replicate", "--paper", "moco_cxr", "--profile", "smoke", "--out", str(tmp_path/out), *flags])
+    assert run("one") == 0 and run("two", "--gpus", "2") == 0
+    a, b = (json.loads((tmp_path/o/"moco_cxr"/"stage.json").read_text()) for o in ("one", "two"))
+    assert (a["gpus"], a["launched"]) == (None, False) and (b["gpus"], b["launched"]) == ("2", True)
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    wa, wb = (torch.load(tmp_path/o/"moco_cxr"/"backbone.pt", weights_only=True) for o in ("one", "two"))
+    assert all((wa[k] - wb[k]).abs().max() <= 1e-5 + 1e-4 * wa[k].abs().max() for k in wa)
+    assert "MEDSSL_GPUS" not in os.environ                                   # only the kernels saw it
+    with pytest.raises(SystemExit): run("bad", "--gpus", "0")
+
 def test_cli_exit_codes(fake_papers):
     env = {**os.environ}
     r = subprocess.run(["medssl", "replicate", "--paper", "big_ssl", "--profile", "smoke", "--out", str(fake_papers/"o")], capture_output=True, text=True, env=env)

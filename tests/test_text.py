@@ -116,3 +116,32 @@ def test_phantom_reports_fit_default_length():
     ids, mask = tok.encode([report_sections(t) for t in texts])
     assert ids.shape[1] == 128 and (ids == UNK).sum() == 0
     assert (mask.sum(1) < 128).all()  # nothing truncated
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_hf_folder_by_path_as_saved(tmp_path, safe):
+    "`--weights cxr_bert=DIR`: a BERT folder as `save_pretrained` writes it (safetensors or pytorch_model.bin) gives transformers' own embeddings."
+    transformers = pytest.importorskip("transformers")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "."]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    transformers.BertTokenizerFast(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                                          num_attention_heads=2, intermediate_size=32)).eval()
+    bert.save_pretrained(tmp_path, safe_serialization=safe)
+    assert (tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")).exists()
+    enc = load_hf_text_encoder(tmp_path, max_len=8).eval()
+    ids, mask = enc.tokenizer.encode(["No pleural effusion.", "effusion"])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ids, mask), bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state[:, 0])
+
+
+def test_hf_folder_errors_name_the_folder(tmp_path):
+    pytest.importorskip("transformers")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}'); (tmp_path / "vocab.txt").write_text("[PAD]")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a complete Hugging Face model folder: no weights"):
+        load_hf_text_encoder(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=f"{tmp_path}: transformers .* cannot load"): load_hf_text_encoder(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "auto_map": {"AutoModel": "modeling.Custom"}}')
+    with pytest.raises(ValueError, match="trust_remote_code=True"): load_hf_text_encoder(tmp_path)
