@@ -151,8 +151,6 @@ def _forward_tokens(self: TextEncoder, ids: torch.Tensor, mask: torch.Tensor | N
 def _forward(self: TextEncoder, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Pooled report features `(N, dim)`."
     mask = ids != PAD if mask is None else mask.bool()
-    L = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1     # columns that are padding in every row change nothing
-    ids, mask = ids[:, :L], mask[:, :L]
     h = self.forward_tokens(ids, mask)                   # (N, L, dim)
     if self.pool == "cls": return h[:, 0]
     m = mask.unsqueeze(-1).to(h.dtype)
