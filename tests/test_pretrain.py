@@ -179,15 +179,28 @@ def test_killed_mid_epoch_resumes_exactly(case, tmp_path):
     p.send_signal(signal.SIGKILL); p.wait()
     assert not (killed/"result.json").exists(), "the run finished before it could be killed"
     assert torch.load(killed/"checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed, whole = slow_case.run(killed), slow_case.run(tmp_path/"whole")
+    # both finishing runs in fresh processes with the killed run's environment: float sums depend on the thread count
+    for out in (killed, tmp_path/"whole"): subprocess.run([sys.executable, str(d/"slow_case.py"), str(out)], env=env, check=True)
+    resumed, whole = slow_case.run(killed), slow_case.run(tmp_path/"whole")     # finished runs: read back, not retrained
+    assert resumed.reused and whole.reused
     a, b = _sd(whole.backbone_path), _sd(resumed.backbone_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     np.testing.assert_array_equal(whole.metrics.loss, resumed.metrics.loss)
 
 
+def _max_rel_diff(a: dict, b: dict) -> float:
+    "The largest |a-b| / max|a| over the floating tensors of two state dicts."
+    return max(((a[k].double() - b[k].double()).abs().max() / a[k].double().abs().max().clamp_min(1e-12)).item()
+               for k in a if a[k].is_floating_point())
+
+
 def test_legacy_checkpoints_resume(tmp_path, monkeypatch):
     """Checkpoints written by medssl before the engine (tests/fixtures/legacy_pretrain, commit cbfceb1) resume with
-    today's code to the old code's final weights and metrics, and their backbone files load."""
+    today's code to the old code's final weights and metrics, and their backbone files load.
+
+    The old code ran on another machine: float sums there and here may differ in the last bits (another CPU's kernels;
+    measured 1.6e-6 relative after the resumed epoch). So the weights must agree to 1e-4 relative and the losses to 1e-5,
+    and a resume that loses the checkpoint's optimiser state (measured 0.36 and 1.1 relative) must fail that bound."""
     import json, shutil
     from medssl.pretrain import pretrain
     from medssl.models import backbone
@@ -196,14 +209,21 @@ def test_legacy_checkpoints_resume(tmp_path, monkeypatch):
     meta = json.loads((fx/"meta.json").read_text())
     monkeypatch.setattr("medssl.__version__", meta["version"])     # the version is part of a run's key
     for name, (method, kw) in tiny.RUNS.items():
+        old = torch.load(fx/"full"/f"{name}.pt", weights_only=True)
         shutil.copytree(fx/"part"/name, tmp_path/name)
         r = pretrain(method, tiny.TinyDS(), backbone=tiny.backbone(), out_dir=tmp_path/name, **kw)
         assert r.key == meta["runs"][name] and not r.reused and len(r.metrics) == 2
-        old = torch.load(fx/"full"/f"{name}.pt", weights_only=True); new = _sd(r.backbone_path)
-        assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old), name
-        np.testing.assert_array_equal(pd.read_csv(fx/"full"/f"{name}.csv").loss, r.metrics.loss)
+        new = _sd(r.backbone_path)
+        assert old.keys() == new.keys() and _max_rel_diff(old, new) < 1e-4, name
+        np.testing.assert_allclose(r.metrics.loss, pd.read_csv(fx/"full"/f"{name}.csv").loss, rtol=1e-5)
         m = backbone("cxrnet", width=0.25, init=fx/"full"/f"{name}.pt")
         assert all(torch.equal(m.state_dict()[k], old[k]) for k in old)
+        # the bound can fail: the same checkpoint without its optimiser state resumes elsewhere
+        shutil.copytree(fx/"part"/name, tmp_path/f"{name}-lost")
+        ck = torch.load(tmp_path/f"{name}-lost"/"checkpoint.pt", weights_only=True); ck["optimizer"]["state"] = {}
+        torch.save(ck, tmp_path/f"{name}-lost"/"checkpoint.pt")
+        lost = pretrain(method, tiny.TinyDS(), backbone=tiny.backbone(), out_dir=tmp_path/f"{name}-lost", **kw)
+        assert _max_rel_diff(old, _sd(lost.backbone_path)) > 1e-2, name
 
 
 def test_config_builds_cli_and_key(case):
