@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 import medssl
 from . import models, phantom, similarity, stats
+from .layouts.chexpert import write_chexpert
 from .core import MALLOC_TUNABLES, atomic_write, pick_device, scoped_env, seed_everything
 from .datasets import patient_split
 from .layouts import CheXpert
@@ -76,7 +77,7 @@ class BenchContext:
     def write(self, n_patients: int) -> Path:
         "Write a fresh phantom CheXpert layout (128 px JPEGs) of `n_patients`; return its folder."
         d = Path(tempfile.mkdtemp(dir=self.tmp))/"cx"
-        return phantom.write_chexpert(d, n_patients=n_patients, size=128, seed=0, progress=False)
+        return write_chexpert(d, n_patients=n_patients, size=128, seed=0, progress=False)
     def chexpert(self, n_patients: int | None = None) -> Path:
         "The `CheXpert-v1.0-small` folder of a phantom layout with `n_patients`, written on first use."
         n = n_patients or self.n_patients()
