@@ -117,8 +117,9 @@ def build_cache(d: str | Path,          # the cache folder to create (`meta.json
         plan = dict(n=n, size=size, chunk=chunk, files=cache_key(files, masks))
         done = _prepare(part, plan, None if masks is None else len(masks[0]))
         todo = [a for a in range(0, n, chunk) if a not in done]
+        quiet = dict(disable=True) if not progress or n < 500 else {}      # else tqdm's defaults ($TQDM_DISABLE etc.)
         for a, bad, h in tqdm(_chunks(part, todo, files, masks, size, on_bad, chunk, w), total=len(todo),
-                              desc=f"caching {d.name}", leave=False, disable=not progress or n < 500):
+                              desc=f"caching {d.name}", leave=False, **quiet):
             with atomic_write(part/"chunks"/f"{a:010d}.json") as f: json.dump(dict(start=a, bad=bad, sha256=h), f)
             done[a] = dict(start=a, bad=bad, sha256=h)
         return _finish(d, part, files, [done[a] for a in sorted(done)])

@@ -180,15 +180,15 @@ def _layout_dataset(root: Path, image_size: int | None):
 def resolve_dataset(data, image_size: int | None = None):
     "A dataset as is; `'fractal'`/`'fractal-fine'`; `'<layout>-phantom'` (e.g. `chexpert-phantom`); or a dataset folder (its training split)."
     if not isinstance(data, (str, Path)): return data
-    from medssl import phantom
+    from medssl import layouts
     spec = str(data)
     if spec in ("fractal", "fractal-fine"):          # the natural-image proxy (medssl.fractal) behind `init='fractal'`
         from medssl.fractal import FractalDataset
         return FractalDataset("coarse" if spec == "fractal" else "fine", size=image_size or 64, progress=False)
     if spec.endswith("-phantom"):
         layout = spec[:-len("-phantom")]
-        if layout not in phantom.WRITERS: raise ValueError(f"unknown phantom {spec!r}; choose one of {[k + '-phantom' for k in phantom.WRITERS]}")
-        root = phantom.phantom_root(layout)
+        if layout not in layouts.WRITERS: raise ValueError(f"unknown phantom {spec!r}; choose one of {[k + '-phantom' for k in layouts.WRITERS]}")
+        root = layouts.phantom_root(layout)
     else:
         root = Path(spec).expanduser()
         if not root.is_dir(): raise ValueError(f"--data {spec!r} is neither a '<layout>-phantom' name nor a folder")

@@ -110,7 +110,8 @@ def write_tables(kind: str, n: int, folder: Path) -> tuple[Path, list]:
 # %% ../../nbs/02i_registry.ipynb #c1157f88
 def _cli_write(args) -> int:
     "Run `medssl phantom write`."
-    kw = dict(n_patients=args.n_patients, size=args.size, seed=args.seed, difficulty=args.difficulty, overwrite=args.overwrite)
+    kw = dict(n_patients=args.n_patients, size=args.size, seed=args.seed, difficulty=args.difficulty, overwrite=args.overwrite,
+              progress=not args.no_progress)
     if args.site: kw["site"] = args.site
     workers = None if args.workers is None else _workers(args.workers)
     with scoped_env(MEDSSL_WORKERS=workers): out = WRITERS[args.layout](args.out, **kw)   # `render` reads it
@@ -128,6 +129,7 @@ def add_cli(subparsers):
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--difficulty", type=float, default=.5)
     w.add_argument("--overwrite", action="store_true")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars (logs, scripts)")
     w.add_argument("--workers", type=int, default=None, help="rendering processes (default: $MEDSSL_WORKERS or 1)")
     w.add_argument("out")
     w.set_defaults(func=_cli_write)
