@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tutorials import PATH_RE, WARNING_RE, TQDM_RE, WIDGET, code_cells, output_texts, src
+from test_tutorials import assert_clean_outputs, code_cells, src
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((ROOT/"nbs").glob("*.ipynb"))
@@ -32,16 +32,7 @@ def test_library_notebook_is_stored_executed(nb):
         assert not any(o["output_type"] == "error" for o in c.get("outputs", [])), f"{nb.name}: a stored error in\n{src(c)[:300]}"
 
 @pytest.mark.parametrize("nb", LIBRARY + PAGES, ids=lambda p: p.stem)
-def test_outputs_are_clean(nb):
-    "No machine path, warning, stderr text or progress-bar debris in any stored output."
-    for c in code_cells(nb):
-        where = f"{nb.name}, cell:\n{src(c)[:200]}\n---\n"
-        for o in c.get("outputs", []): assert WIDGET not in o.get("data", {}), where + "a widget (progress bar) output"
-        for kind, text in output_texts(c):
-            assert kind != "stderr", where + f"stderr output (a warning or a progress bar):\n{text[:500]}"
-            for name, rx in (("an absolute machine path", PATH_RE), ("a warning", WARNING_RE), ("tqdm debris", TQDM_RE)):
-                m = rx.search(text)
-                assert m is None, where + f"{name} in the output ({kind}): ...{text[max(0, m.start() - 120):m.end() + 120]}..."
+def test_outputs_are_clean(nb): assert_clean_outputs(nb)
 
 @pytest.mark.parametrize("nb", LIBRARY, ids=lambda p: p.stem)
 def test_notebook_is_cleaned(nb):

@@ -43,9 +43,8 @@ def test_tutorial_is_stored_executed(nb):
             assert "image/png" in kinds, f"{nb.name}: the figure of this cell is not stored:\n{src(c)[:300]}"
         assert not any(o["output_type"] == "error" for o in c.get("outputs", [])), f"{nb.name}: a stored error in\n{src(c)[:300]}"
 
-@pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
-def test_outputs_are_clean(nb):
-    "No machine path, warning, stderr text or progress-bar debris in any stored output."
+def assert_clean_outputs(nb):
+    "No machine path, warning, stderr text, widget or progress-bar debris in any stored output of `nb`."
     for c in code_cells(nb):
         where = f"{nb.name}, cell:\n{src(c)[:200]}\n---\n"
         for o in c.get("outputs", []): assert WIDGET not in o.get("data", {}), where + "a widget (progress bar) output"
@@ -54,6 +53,9 @@ def test_outputs_are_clean(nb):
             for name, rx in (("an absolute machine path", PATH_RE), ("a warning", WARNING_RE), ("tqdm debris", TQDM_RE)):
                 m = rx.search(text)
                 assert m is None, where + f"{name} in the output ({kind}): ...{text[max(0, m.start() - 120):m.end() + 120]}..."
+
+@pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
+def test_outputs_are_clean(nb): assert_clean_outputs(nb)
 
 @pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
 def test_notebook_is_cleaned(nb):
