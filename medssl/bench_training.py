@@ -150,16 +150,20 @@ def _bare_step(backbone: str, n: int, size: int, moco: bool, dev, amp, mf):
     return step
 
 # %% ../nbs/17b_bench_training.ipynb #de99b9de
+def _is_moco(m) -> bool:
+    "Whether `m` is MoCo, by its registered name (a notebook that re-runs `@register` makes a second `MoCoV2` class)."
+    return getattr(m, "name", None) == "moco_v2"
+
 def step_vs_torchvision(method: str = "moco_v2", backbone: str = "resnet50", size: int = 224, batch: int = 128, steps: int = 10,
                         warmup: int = 3, device: str = "auto", **hp) -> dict:
     "Seconds per step of medssl's `method` (views on the device, `engine.train_step`) and of bare torchvision steps; `ratio` = bare / ours."
     dev, mf = pick_device(device), torch.channels_last; amp = amp_dtype_for(dev); torch.manual_seed(0)
     m = make_method(method, models.backbone(backbone), size, **hp).to(dev).to(memory_format=mf); views = DeviceViews(m)
-    x = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, device=dev)
-    b = dict(im_q=x, im_k=x) if isinstance(m, MoCoV2) else dict(x1=x, x2=x)
+    x = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, device=dev); moco = _is_moco(m)
+    b = dict(im_q=x, im_k=x) if moco else dict(x1=x, x2=x)
     opt = make_optimizer(m.parameters(), "sgd", 0.03); scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
     ours = lambda: train_step(m, b, opt, None, scaler, dev, amp, channels_last=True, transform=functools.partial(views, epoch=0, step=0))
-    t = alternate(dict(ours=ours, bare=_bare_step(backbone, batch, size, isinstance(m, MoCoV2), dev, amp, mf)), steps, warmup, dev)
+    t = alternate(dict(ours=ours, bare=_bare_step(backbone, batch, size, moco, dev, amp, mf)), steps, warmup, dev)
     return dict(method=method, backbone=backbone, size=size, batch=batch, device=str(dev), ours=t["ours"], bare=t["bare"],
                 ratio=t["bare"] / t["ours"])
 
@@ -175,7 +179,7 @@ def step_options(method: str = "moco_v2", backbone: str = "resnet50", size: int 
         torch.manual_seed(0); mf = torch.channels_last if cl else torch.contiguous_format
         m = compile_backbones(make_method(method, models.backbone(backbone), size, views=None, **hp).to(dev).to(memory_format=mf), comp)
         x = torch.rand(batch, 1, size, size, device=dev).contiguous(memory_format=mf)
-        b = dict(im_q=x, im_k=x) if isinstance(m, MoCoV2) else dict(x1=x, x2=x)
+        b = dict(im_q=x, im_k=x) if _is_moco(m) else dict(x1=x, x2=x)
         opt, a = make_optimizer(m.parameters(), "sgd", 0.03), amp_dtype_for(dev, amp if amp else False)
         fs[name] = functools.partial(train_step, m, b, opt, None, torch.amp.GradScaler(dev.type, enabled=a == torch.float16), dev, a, channels_last=cl)
     return alternate(fs, steps, warmup, dev)
