@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tutorials import assert_clean_outputs, code_cells, src
+from test_tutorials import assert_clean_outputs, assert_cleaned, code_cells, src
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((ROOT/"nbs").glob("*.ipynb"))
@@ -35,8 +35,4 @@ def test_library_notebook_is_stored_executed(nb):
 def test_outputs_are_clean(nb): assert_clean_outputs(nb)
 
 @pytest.mark.parametrize("nb", LIBRARY, ids=lambda p: p.stem)
-def test_notebook_is_cleaned(nb):
-    "`nbdev_clean` ran: no execution counts, no widget state."
-    d = json.loads(nb.read_text())
-    assert "widgets" not in d["metadata"], f"{nb.name}: widget state is stored (a notebook progress bar ran)"
-    assert all(c.get("execution_count") is None for c in d["cells"]), f"{nb.name}: run nbdev_clean"
+def test_notebook_is_cleaned(nb): assert_cleaned(nb)

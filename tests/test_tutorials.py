@@ -57,8 +57,7 @@ def assert_clean_outputs(nb):
 @pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
 def test_outputs_are_clean(nb): assert_clean_outputs(nb)
 
-@pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
-def test_notebook_is_cleaned(nb):
+def assert_cleaned(nb):
     "`nbdev_clean` ran: no execution counts and no cell metadata but `tags` (no timings, no machine-specific keys)."
     d = json.loads(nb.read_text())
     assert "widgets" not in d["metadata"], f"{nb.name}: widget state is stored (a notebook progress bar ran)"
@@ -66,6 +65,9 @@ def test_notebook_is_cleaned(nb):
     for c in d["cells"]:
         assert set(c.get("metadata", {})) <= {"tags", "hide_input"}, (nb.name, c["metadata"])
         assert c.get("execution_count") is None, f"{nb.name}: run nbdev_clean"
+
+@pytest.mark.parametrize("nb", TUTORIALS, ids=lambda p: p.stem)
+def test_notebook_is_cleaned(nb): assert_cleaned(nb)
 
 EX_RE = re.compile(r"^\*\*(\d+)\.\*\*", re.M)
 
