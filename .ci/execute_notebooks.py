@@ -21,9 +21,9 @@ def execute(fn: Path) -> None:
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     nb = read_nb(fn)
-    for c in nb.cells:
-        if c.cell_type == "code": c.outputs, c.execution_count = [], None
     skip = lambda c: c.cell_type != "code" or flagged(c.source) or "nbdev_export(" in c.source
+    for c in nb.cells:      # a skipped (slow) cell keeps what it stored; the others are run afresh
+        if not skip(c): c.outputs, c.execution_count = [], None
     with working_directory(fn.parent): CaptureShell(fn).run_all(nb, exc_stop=True, preproc=skip)
     write_nb(nb, fn)
 
