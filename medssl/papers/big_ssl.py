@@ -38,7 +38,7 @@ PROFILES = {
     "smoke": dict(_common, backbone="cxrnet", image_size=32, chexpert_patients=160, nih_patients=60, simclr_steps=2, simclr_batch=64,
                   ft_batch=32, ft_steps=6, ft_lrs=[10 ** -1.5, 10 ** -0.5], repeats=2, fractions=[0.5], aug_ablation=True, n_bootstrap=50),
     "cpu": dict(_common, backbone="cxrnet", image_size=64, chexpert_patients=2500, nih_patients=1000, simclr_steps=36, simclr_batch=256,
-                ft_batch=64, ft_steps=380, ft_lrs=[10 ** -0.5]),
+                ft_batch=64, ft_steps=1520, ft_lrs=[10 ** -0.5]),
     "paper": dict(_common, backbone="resnet50", image_size=224, chexpert_patients=20000, nih_patients=5000, simclr_steps=100_000,
                   simclr_batch=1024, simclr_lrs=[0.5, 1.0, 1.5], simclr_Ts=[0.1, 0.5, 1.0], ft_batch=256, ft_steps=30_000,
                   ft_lrs=PAPER_FT_LRS, ft_wds=PAPER_FT_WDS, repeats=10, fractions=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],

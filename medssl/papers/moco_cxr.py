@@ -31,7 +31,7 @@ PROFILES = {
                   ft_epochs=[2, 2, 1, 1], ft_draws=1, sz_draws=[2, 2, 1], sz_ft_epochs=2, n_bootstrap=50),
     "cpu": dict(_common, backbones=["cxrnet"], image_size=64, chexpert_patients=2500, shenzhen_patients=1200, shenzhen_split=[0.25, 0.1, 0.65],
                 fractions=[0.02, 0.05, 0.2, 1.0], draws=5, moco_epochs=3, moco_K=320, moco_m=0.99, moco_seeds=[0, 1, 2], ft_lr=3e-4,
-                ft_epochs=[55, 24, 10, 5], ft_draws=1, sz_ft_epochs=30),
+                ft_epochs=[55, 24, 10, 5], ft_draws=5, sz_ft_epochs=30),
     "paper": dict(_common, backbones=["resnet18", "densenet121"], image_size=320, chexpert_patients=20000, shenzhen_patients=662,
                   shenzhen_split=[0.65, 0.15, 0.2], fractions=PAPER_FRACTIONS, draws=5, moco_epochs=20, moco_K=24576, moco_m=0.999,
                   moco_seeds=[0], ft_lr=3e-5, ft_epochs=[220, 95, 41, 18], ft_draws=5, sz_ft_epochs=100),
