@@ -12,7 +12,8 @@ from .core import cache_dir, cache_key, atomic_write
 from .datasets import dataset_identity
 
 # %% auto #0
-__all__ = ['KINDS', 'random_ifs', 'chaos_game', 'points_to_images', 'fractal_classes', 'render_fractals', 'FractalDataset']
+__all__ = ['KINDS', 'BACKGROUNDS', 'IMAGENET_GREY', 'random_ifs', 'chaos_game', 'points_to_images', 'fractal_classes',
+           'render_fractals', 'on_background', 'FractalDataset']
 
 # %% ../nbs/01c_fractal.ipynb #0525c0a8
 def random_ifs(rng: np.random.Generator, n_maps: int | None = None) -> np.ndarray:
@@ -135,24 +136,41 @@ def render_fractals(classes: np.ndarray, # (C, M, 6) class systems from `fractal
     img += clutter * rng.uniform(0.0, 0.06, (B, 1, 1)) * rng.standard_normal((B, size, size), dtype=np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
 
+# %% ../nbs/01c_fractal.ipynb #12e32cc8
+BACKGROUNDS = ("black", "natural")
+IMAGENET_GREY = (0.449, 0.226)  # mean, std of ImageNet's grey level (torchvision's normalisation constants, mean over RGB)
+
+def on_background(img: np.ndarray, # (B, S, S) fractal images in [0, 1] on black
+                  rng: np.random.Generator) -> np.ndarray:
+    "The fractals of `img` over dense backgrounds (level U(0.2, 0.7) plus a smooth field), drawn bright or dark."
+    B, S, _ = img.shape
+    bg = rng.uniform(0.2, 0.7, (B, 1, 1)).astype(np.float32) + 0.15 * _smooth(rng, B, S)
+    sign = np.where(rng.random((B, 1, 1)) < 0.5, 1.0, -1.0).astype(np.float32)
+    return np.clip(bg + sign * img, 0, 1).astype(np.float32)
+
+
 # %% ../nbs/01c_fractal.ipynb #5c3e0bac
 class FractalDataset(torch.utils.data.Dataset):
     "Fractal classification images (after FractalDB): medssl sample dicts with one-hot `labels`."
     def __init__(self, kind: str = "coarse", # 'coarse' (10 classes) or 'fine' (100 classes in 10 families)
                  n_per_class: int = 100, size: int = 64, seed: int = 0,
                  classes_seed: int = 0, # draws the class systems (keep fixed across splits)
-                 clutter: float = 1.0, cache: bool = True, progress: bool = True):
+                 clutter: float = 1.0,
+                 background: str = "black", # 'black' (FractalDB) or 'natural' (dense, ImageNet's grey-level statistics)
+                 cache: bool = True, progress: bool = True):
         if kind not in KINDS: raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
         if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1: raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}")
         if not isinstance(size, (int, np.integer)) or size < 32: raise ValueError(f"size must be an int >= 32, got {size!r}")
-        self.kind, self.size, self.seed = kind, int(size), int(seed)
+        if background not in BACKGROUNDS: raise ValueError(f"unknown background {background!r}; choose one of {BACKGROUNDS}")
+        self.kind, self.size, self.seed, self.background = kind, int(size), int(seed), background
         self.classes = fractal_classes(kind, classes_seed)
         C = len(self.classes); n = C * n_per_class
         self.targets = np.arange(n) % C
         self.labels = np.eye(C, dtype=np.float32)[self.targets]
         self.pathologies = [f"{kind}_{c // (C // KINDS[kind]['n_parents']):02d}_{c % (C // KINDS[kind]['n_parents']):02d}" for c in range(C)]
         self.patients = np.array([str(i) for i in range(n)])
-        key = self.key = cache_key("fractal-v1", kind, n_per_class, size, seed, classes_seed, clutter)   # what the images are
+        bg = () if background == "black" else (background,)          # black keeps the keys of earlier caches
+        key = self.key = cache_key("fractal-v1", kind, n_per_class, size, seed, classes_seed, clutter, *bg)   # what the images are
         path = cache_dir("fractal") / f"{key}.npy"
         if cache and path.exists(): self.images = np.load(path)
         else:
@@ -166,6 +184,7 @@ class FractalDataset(torch.utils.data.Dataset):
         for i in tqdm(range(0, len(out), bs), desc=f"fractal {self.kind}", disable=not progress):
             rng = np.random.default_rng([self.seed, i // bs, 5])
             x = render_fractals(self.classes, self.targets[i:i + bs], self.size, rng, jit, clutter)
+            if self.background == "natural": x = on_background(x, rng)
             out[i:i + bs] = np.round(x * 255).astype(np.uint8)
         return out
 

@@ -18,9 +18,9 @@ __all__ = ['STANDINS', 'SHIPPED', 'recipe', 'heldout_accuracy', 'build', 'manife
 # %% ../nbs/04a_standins.ipynb #98053931
 STANDINS = {
     "imagenet": dict(kind="coarse-100", n_per_class=100, data_seed=0, epochs=10, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
-                     weight_decay=5e-4, warmup_epochs=1, views="moco_cxr", seed=0),
+                     weight_decay=5e-4, warmup_epochs=1, views="moco_cxr", seed=0, background="natural"),
     "inat": dict(kind="fine", n_per_class=100, data_seed=0, epochs=10, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
-                 weight_decay=5e-4, warmup_epochs=1, views="moco_cxr", seed=0),
+                 weight_decay=5e-4, warmup_epochs=1, views="moco_cxr", seed=0, background="natural"),
 }
 SHIPPED = Path(medssl.__file__).parent/"data"/"weights"
 
@@ -35,12 +35,11 @@ def _data_hash(ds) -> str:
     h = hashlib.sha256(np.ascontiguousarray(ds.images).tobytes()); h.update(np.asarray(ds.targets, np.int64).tobytes())
     return h.hexdigest()
 
-def heldout_accuracy(backbone: nn.Module, kind: str, size: int, n_per_class: int = 20, seed: int = 1) -> float:
-    "Nearest-class-mean top-1 accuracy of `backbone`'s pooled features on fresh images of fractal `kind`."
+def heldout_accuracy(backbone: nn.Module, kind: str, size: int, n_per_class: int = 20, seed: int = 1, background: str = "black") -> float:
+    "Nearest-class-mean top-1 accuracy of `backbone`'s pooled features on fresh images of fractal `kind` on `background`."
     from medssl.fractal import FractalDataset
     from medssl.probe import features
-    tr = FractalDataset(kind, n_per_class=n_per_class, size=size, seed=seed + 100, progress=False)
-    te = FractalDataset(kind, n_per_class=n_per_class, size=size, seed=seed, progress=False)
+    tr, te = (FractalDataset(kind, n_per_class=n_per_class, size=size, seed=s, background=background, progress=False) for s in (seed + 100, seed))
     unit = lambda F: F / np.linalg.norm(F, axis=1, keepdims=True).clip(1e-12)
     Ftr, Fte = (unit(features(backbone, d, cache=False, progress=False)) for d in (tr, te))
     mu = unit(np.stack([Ftr[tr.targets == c].mean(0) for c in range(tr.n_classes)]))
@@ -53,7 +52,7 @@ def build(name: str, backbone: str = "cxrnet", size: int = 64, out: str | Path |
     from medssl.models import backbone as make_backbone, export_backbone
     from medssl.pretrain import pretrain
     r = recipe(name)
-    ds = FractalDataset(r["kind"], n_per_class=r["n_per_class"], size=size, seed=r["data_seed"], progress=progress)
+    ds = FractalDataset(r["kind"], n_per_class=r["n_per_class"], size=size, seed=r["data_seed"], background=r["background"], progress=progress)
     run = pretrain("supervised", ds, backbone=backbone, image_size=size, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
                    optimizer=r["optimizer"], momentum=r["momentum"], weight_decay=r["weight_decay"], warmup_epochs=r["warmup_epochs"],
                    seed=r["seed"], views=r["views"], progress=progress)
@@ -61,7 +60,7 @@ def build(name: str, backbone: str = "cxrnet", size: int = 64, out: str | Path |
     out = Path(out) if out is not None else cache_dir("standins")
     w = out/f"{backbone}-{name}.pt"; export_backbone(bb, w)
     man = dict(name=name, backbone=backbone, image_size=size, recipe=r, key=_key(name, backbone, size), data_sha256=_data_hash(ds),
-               images=len(ds), classes=ds.n_classes, heldout_ncm_top1=round(heldout_accuracy(bb, r["kind"], size), 4),
+               images=len(ds), classes=ds.n_classes, heldout_ncm_top1=round(heldout_accuracy(bb, r["kind"], size, background=r["background"]), 4),
                final_train_loss=round(float(run.metrics["loss"].iloc[-1]), 4), train_seconds=round(float(run.metrics["seconds"].sum()), 1),
                medssl=medssl.__version__, built=datetime.date.today().isoformat())
     with atomic_write(w.with_suffix(".json")) as f: json.dump(man, f, indent=1)

@@ -228,7 +228,8 @@ def similarity_pools(cfg: dict, d: dict) -> dict:
     "The images Fig. 3 samples from: the spine and chest training splits, and fresh images of the stand-in's fractal classes as 'ImageNet'."
     from medssl.fractal import FractalDataset
     return {"Spine": d["spine"]["train"], "Chest": d["chest"]["train"],
-            "ImageNet": FractalDataset("coarse-100", n_per_class=cfg["sim_fractal_per_class"], size=cfg["image_size"], seed=1, progress=False)}
+            "ImageNet": FractalDataset("coarse-100", n_per_class=cfg["sim_fractal_per_class"], size=cfg["image_size"], seed=1,
+                                        background=standins.recipe("imagenet")["background"], progress=False)}
 
 # %% ../../nbs/18b_moco_transfer.ipynb #76d73cb2
 def measure_claims(S: Scores, claim_list: list, sim: pd.DataFrame | None = None) -> dict:
