@@ -19,14 +19,15 @@ from .moco_transfer_steps import (Union, train_heads, head_proba, finetune_final
                                                similarity_study, sim_effects, weight_shift, pixel_features)
 
 # %% auto #0
-__all__ = ['SPINE_FRACTIONS', 'CHEST_FRACTIONS', 'BUDGETS', 'FT', 'ARMS', 'PROFILES', 'TOKENS', 'NAMES', 'IN_DOMAIN',
-           'PAPER_TABLES', 'PROTOCOLS', 'PAPER', 'DIAG', 'CONTROL', 'budgets', 'load', 'init_weights', 'moco', 'arms',
-           'arm_paths', 'linear_cells', 'e2e_cell', 'e2e_cells', 'Scores', 'claim_terms', 'similarity_pools',
-           'measure_claims', 'auc_table', 'plan', 'diagnostics', 'explain']
+__all__ = ['SPINE_FRACTIONS', 'CHEST_FRACTIONS', 'PAPER_TABLES', 'BUDGETS', 'FT', 'ARMS', 'PROFILES', 'TOKENS', 'NAMES',
+           'IN_DOMAIN', 'PROTOCOLS', 'PAPER', 'DIAG', 'CONTROL', 'budgets', 'load', 'init_weights', 'moco', 'arms',
+           'arm_paths', 'head_epochs', 'linear_cells', 'e2e_cell', 'e2e_cells', 'Scores', 'claim_terms',
+           'similarity_pools', 'measure_claims', 'auc_table', 'plan', 'diagnostics', 'explain']
 
 # %% ../../nbs/18b_moco_transfer.ipynb #b0098803
 SPINE_FRACTIONS = [0.01, 0.1, 1.0]              # Table 2: 1, 10, 100% of 5,872 spine images
 CHEST_FRACTIONS = [0.0005, 0.001, 0.01, 0.1]    # Table 3: 0.05, 0.1, 1, 10% of ~225.7k chest images
+PAPER_TABLES = {"spine": ("moco_transfer_table2_spine", SPINE_FRACTIONS), "chest": ("moco_transfer_table3_chest", CHEST_FRACTIONS)}   # their labelled counts: n_labeled
 BUDGETS = [25, 50, 100, 200]                    # end-to-end epochs tried (App. A, L355-358)
 FT = {"spine": dict(optimizer="sgd", lr=1e-3, batch_size=16, weight_decay=1e-4, momentum=0.9),   # L366; weight decay unreadable: 1e-4
       "chest": dict(optimizer="adam", lr=5e-4, batch_size=48, weight_decay=0.0, momentum=0.9)}   # L368; no weight decay given
@@ -105,12 +106,21 @@ def arm_paths(A: dict) -> dict:
     "Arm name -> weights file of the pretrained arms (No MoCo and the MoCo runs)."
     return {"No MoCo": A["init"], **{k: r.backbone_path for k, r in A["runs"].items()}}
 
+# %% ../../nbs/18b_moco_transfer.ipynb #b7e1c2d3a4f5
+def head_epochs(cfg: dict, ds: str, f: float, n: int, E: int) -> int:
+    "Epochs that give a last layer on `n` labelled images the optimiser steps of the paper's `E` epochs on the cell `f` stands for."
+    fs, (name, pf) = list(cfg[f"{ds}_fractions"]), PAPER_TABLES[ds]; t = paper_table(name)
+    if f not in fs: raise ValueError(f"fraction {f:g} is not one of the profile's {ds} fractions {fs}")
+    n_paper = int(t.n_labeled[np.isclose(t.label_fraction, pf[fs.index(f)])].iloc[0])
+    per_epoch = lambda m: max(1, m // min(FT[ds]["batch_size"], m))                    # batches an epoch (the last partial one dropped)
+    return max(1, round(E * per_epoch(n_paper) / per_epoch(n)))
+
 # %% ../../nbs/18b_moco_transfer.ipynb #34c2915f
 def _features(bb, splits: dict, device) -> dict:
     return {k: probe.features(bb, splits[k], device=device, progress=False) for k in ("train", "test")}
 
 def linear_cells(cfg: dict, d: dict, A: dict, device: str = "auto") -> dict:
-    "Test probabilities `{(ds, 'linear' | 'linear long', arm, fraction, draw): (n, L)}` of every linear cell (`lin_epochs`)."
+    "Test probabilities `{(ds, 'linear' | 'linear long', arm, fraction, draw): (n, L)}` of every linear cell (the steps of `lin_epochs`)."
     out, bb = {}, lambda p: models.backbone(cfg["backbone"], init=p)
     for ds in ("spine", "chest"):
         nets = {**{a: bb(p) for a, p in arm_paths(A).items()}, **A["bn"]}
@@ -125,7 +135,8 @@ def linear_cells(cfg: dict, d: dict, A: dict, device: str = "auto") -> dict:
             for n in sorted({len(v) for v in idx.values()}):                          # heads of one call share n
                 group = [c for c in cells if len(idx[c[2]]) == n]
                 for proto, E in zip(("linear", "linear long"), cfg["lin_epochs"]):
-                    W, b = train_heads(X["train"], Y, [j for j, _, _ in group], [idx[r] for *_, r in group], E, seed=cfg["seed"], **FT[ds])
+                    W, b = train_heads(X["train"], Y, [j for j, _, _ in group], [idx[r] for *_, r in group], head_epochs(cfg, ds, f, n, E),
+                                       seed=cfg["seed"], **FT[ds])
                     for (j, a, r), p in zip(group, head_proba(X["test"], W, b, [j for j, _, _ in group])): out[ds, proto, a, f, r] = p
     return out
 
@@ -220,7 +231,7 @@ def _other_terms(S: Scores, cid: str) -> tuple[list, str] | None:
         return [(w / len(arms_), S.arm(ds, p, a, f)) for a in arms_ for w, p in ((1, "e2e short"), (-1, "e2e long"))], f"ours: fraction {f:g}, arms {arms_}"
     if m := re.fullmatch(r"lin_100_epochs_converged_(spine|chest)", cid):
         ds = m[1]; fs = cfg[f"{ds}_fractions"]
-        return [(w / len(ARMS), t) for a in ARMS for w, t in _mean(S, ds, [(1, "linear long", a), (-1, "linear", a)], fs)], f"ours: {cfg['lin_epochs']} epochs"
+        return [(w / len(ARMS), t) for a in ARMS for w, t in _mean(S, ds, [(1, "linear long", a), (-1, "linear", a)], fs)], f"ours: the paper's steps of {cfg['lin_epochs']} epochs"
     return None
 
 # %% ../../nbs/18b_moco_transfer.ipynb #0d47493f
@@ -245,7 +256,6 @@ def measure_claims(S: Scores, claim_list: list, sim: pd.DataFrame | None = None)
     return out
 
 # %% ../../nbs/18b_moco_transfer.ipynb #ba13c7d4
-PAPER_TABLES = {"spine": ("moco_transfer_table2_spine", SPINE_FRACTIONS), "chest": ("moco_transfer_table3_chest", CHEST_FRACTIONS)}
 PROTOCOLS = {"linear": "linear finetuning", "e2e": "end-to-end finetuning"}
 
 def auc_table(S: Scores) -> pd.DataFrame:
@@ -345,7 +355,7 @@ def explain(ours: dict, diag: dict, claim_list: list) -> dict:
         elif c.id.startswith("similarity_"): out[c.id] = (f"phantom: in the stand-in's layers the X-ray phantoms are not the closer pair (mean log Fréchet ratio {e:+.2f}); "
                                                           "'ImageNet' is the stand-in's fractal images, so the distances describe our generators, not real images")
         elif c.id.startswith("lin_100"): out[c.id] = (f"protocol: the last layer ({FT[ds]['optimizer']}, lr {FT[ds]['lr']:g}) on cxrnet features still moved {e:+.3f} AUROC "
-                                                      f"from 100 to 200 epochs, outside the margin ±{c.margin:g} (the half-width of the paper's own interval)")
+                                                      f"from the paper's steps of 100 to those of 200 epochs, outside the margin ±{c.margin:g} (the half-width of the paper's own interval)")
         elif "overfits" in c.id or "epochs" in c.id: out[c.id] = (f"budget: at the smallest {ds} fraction the cpu budgets are {g0.index.min()} and {g0.index.max()} "
                                                                   f"epochs (the paper's grid: 25-200); test AUROC {g0.iloc[0]:.3f} -> {g0.iloc[-1]:.3f}: the longer run had not overfitted")
         elif c.id.startswith("lin_beats_e2e"):

@@ -14,7 +14,7 @@ from ..core import cache_key, pick_device, seed_everything
 from ..engine import Objective, fit
 from ..pretrain import data_identity
 from ..finetuning import classifier, masked_bce, predict
-from ..optim import make_optimizer, make_scheduler
+from ..optim import make_optimizer, make_scheduler, lr_lambda
 
 # %% auto #0
 __all__ = ['LAYERS', 'Union', 'train_heads', 'head_proba', 'finetune_final', 'wauc', 'weighted_auc', 'similarity_study',
@@ -30,6 +30,17 @@ class Union(torch.utils.data.Dataset):
     def __getitem__(self, i):
         j = int(np.searchsorted(self.ends, i, "right")); return self.parts[j][int(i - (self.ends[j - 1] if j else 0))]
 
+# %% ../../nbs/18b1_moco_transfer_steps.ipynb #a1b2c3d4e5f6
+def _head_step(p, g, st: dict, t: int, lr: float, optimizer: str, weight_decay: float, momentum: float, betas=(0.9, 0.999), eps=1e-8):
+    "Step `t` (from 1) of torch's Adam or SGD (momentum, L2 weight decay) on parameter `p` with gradient `g`, written out; `st` holds the state."
+    g = g + weight_decay * p if weight_decay else g
+    if optimizer == "sgd":
+        st["buf"] = g.clone() if t == 1 else st["buf"].mul_(momentum).add_(g); p.sub_(lr * st["buf"]); return
+    if t == 1: st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+    st["m"].mul_(betas[0]).add_(g, alpha=1 - betas[0]); st["v"].mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+    denom = (st["v"].sqrt() / math.sqrt(1 - betas[1] ** t)).add_(eps)
+    p.addcdiv_(st["m"], denom, value=-lr / (1 - betas[0] ** t))
+
 # %% ../../nbs/18b1_moco_transfer_steps.ipynb #e0c3213d
 def train_heads(X,              # (M, N, F) cached features of M frozen backbones
                 Y,              # (N, L) labels, NaN = ignore
@@ -40,20 +51,22 @@ def train_heads(X,              # (M, N, F) cached features of M frozen backbone
     X, Y = torch.as_tensor(np.asarray(X), dtype=torch.float32), torch.as_tensor(np.asarray(Y), dtype=torch.float32)
     src, I = torch.as_tensor(np.asarray(src)), torch.as_tensor(np.asarray(idx)); (H, n), F_, L = I.shape, X.shape[-1], Y.shape[1]
     g, bound = torch.Generator().manual_seed(seed), 1 / math.sqrt(F_)                 # nn.Linear's default initialization
-    W = ((torch.rand(H, F_, L, generator=g) * 2 - 1) * bound).requires_grad_()
-    b = ((torch.rand(H, L, generator=g) * 2 - 1) * bound).requires_grad_()
+    if optimizer not in ("adam", "sgd"): raise ValueError(f"optimizer must be 'adam' or 'sgd' (the paper's), got {optimizer!r}")
+    W = (torch.rand(H, F_, L, generator=g) * 2 - 1) * bound
+    b = (torch.rand(H, L, generator=g) * 2 - 1) * bound
     B = min(batch_size, n); steps = n // B                                              # the last partial batch is dropped
-    opt = make_optimizer([W, b], optimizer, lr, weight_decay, momentum); sched = make_scheduler(opt, "cosine", epochs * steps)
-    with torch.no_grad():                                                               # the gradient written out (faster than autograd)
+    f, state, k = lr_lambda("cosine", epochs * steps), ({}, {}), 0
+    with torch.no_grad():                                                               # gradient and step written out (faster than autograd)
         for _ in range(epochs):
             rows = torch.gather(I, 1, torch.argsort(torch.rand(H, n, generator=g), 1))  # each head its own order: H x n
             Xe, Ye = X[src[:, None], rows], Y[rows]; Me = (~torch.isnan(Ye)).float(); Ye = torch.nan_to_num(Ye)
             for s in range(steps):
                 x, y, m = (t[:, s * B:(s + 1) * B] for t in (Xe, Ye, Me))             # H x B x F, H x B x L
                 G = (torch.sigmoid(torch.baddbmm(b[:, None], x, W)) - y) * m / m.sum((1, 2), keepdim=True).clamp(min=1)  # d(mean BCE)/d logits
-                W.grad, b.grad = torch.bmm(x.transpose(1, 2), G), G.sum(1)
-                opt.step(); sched.step()
-    return W.detach(), b.detach()
+                k += 1
+                for p_, g_, st in zip((W, b), (torch.bmm(x.transpose(1, 2), G), G.sum(1)), state):
+                    _head_step(p_, g_, st, k, lr * f(k - 1), optimizer, weight_decay, momentum)
+    return W, b
 
 def head_proba(X, W, b, src) -> np.ndarray:
     "Probabilities (H, N, L) of heads `W, b` on the features `X` (M, N, F) of their backbones `src`."
