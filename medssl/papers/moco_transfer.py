@@ -344,8 +344,9 @@ def _renorm(lin, mo, ds: str, arms_: list) -> str:
 # %% ../../nbs/18b_moco_transfer.ipynb #cbc91a2e
 def _gain_text(g: pd.DataFrame, a: str) -> str:
     "Budget sentence: arm `a`'s end-to-end gain over No MoCo at each cell's shortest and longest budget (runs table `g`, one dataset)."
-    gain = lambda pick: (lambda h: float((h[a] - h["No MoCo"]).mean()))(
-        g[g.epochs == g.groupby("fraction").epochs.transform(pick)].groupby(["fraction", "arm"]).test_auc.mean().unstack())
+    def gain(pick):                                    # mean over fractions of a - No MoCo at each cell's min/max budget
+        h = g[g.epochs == g.groupby("fraction").epochs.transform(pick)].groupby(["fraction", "arm"]).test_auc.mean().unstack()
+        return round(float((h[a] - h["No MoCo"]).mean()), 3) + 0.0                    # + 0.0: -0.0 prints as +0.000
     return (f"budget: end to end, {a} and No MoCo differ by {gain('min'):+.3f} test AUROC at each cell's shortest budget and "
             f"{gain('max'):+.3f} at its longest (mean over fractions; cpu budgets {g.epochs.min()}-{g.epochs.max()} epochs, the paper's 25-200)")
 
@@ -365,7 +366,7 @@ def explain(ours: dict, diag: dict, claim_list: list) -> dict:
                                                       f"from the paper's steps of 100 to those of 200 epochs, outside the margin ±{c.margin:g} (the half-width of the paper's own interval)")
         elif c.id.startswith("e2e_epochs_moco_gain_shrinks"): out[c.id] = _gain_text(g, IN_DOMAIN[ds])
         elif "overfits" in c.id: out[c.id] = (f"budget: at the smallest {ds} fraction the cpu budgets are {g0.index.min()} and {g0.index.max()} "
-                                                                  f"epochs (the paper's grid: 25-200); test AUROC {g0.iloc[0]:.3f} -> {g0.iloc[-1]:.3f}: the longer run had not overfitted")
+                                              f"epochs (the paper's grid: 25-200); test AUROC {g0.iloc[0]:.3f} -> {g0.iloc[-1]:.3f}: the longer run had not overfitted")
         elif c.id.startswith("lin_beats_e2e"):
             r, t = lin[lin.dataset == ds].iloc[-1], g[g.selected & (g.arm == IN_DOMAIN[ds])].groupby("fraction").test_auc.mean().iloc[-1]
             why = ("the stand-in's features are weak for the phantom findings, so training the backbone helps" if t > r[IN_DOMAIN[ds]] else
